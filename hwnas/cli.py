@@ -1,0 +1,47 @@
+"""The ``hwnas`` command. Thin: each sub-command lives in ``hwnas/commands/<group>.py`` and only
+parses flags and calls the library. User errors (``HwnasError``) print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import HwnasError
+
+# Command modules, in the order ``hwnas --help`` lists them. Each defines ``register(subparsers)``.
+COMMAND_MODULES = ("spaces",)
+
+DESCRIPTION = """\
+hwnas: hardware-aware differentiable neural architecture search.
+
+Typical flow:
+  hwnas spaces                                   list the search spaces
+  hwnas search --space seed-cnn --out runs/a     search a supernet, derive arch.json
+  hwnas train runs/a/arch.json                   retrain the derived arch, report test accuracy
+Run `hwnas COMMAND --help` for the options of each command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwnas", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"hwnas.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HwnasError as err:
+        print(f"hwnas: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hwnas: interrupted; finished work in the output folder is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``hwnas`` CLI, one module per group; each exposes ``register(subparsers)``."""

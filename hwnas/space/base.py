@@ -1,0 +1,222 @@
+"""The search-space contract: labelled choices + a chain of layer specs, declared once.
+
+Everything else (plain modules, the supernet, latency units, enumeration, sampling, ids, JSON)
+derives from one ``SearchSpace`` object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..errors import HwnasError
+from .ops import Spec
+
+Arch = dict[str, Any]
+
+
+class ArchError(HwnasError, ValueError):
+    """An arch that does not belong to its space (unknown label, value outside its choice, ...)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A discrete, labelled choice: ``label`` takes one of ``values``."""
+
+    label: str
+    values: tuple
+
+    def __post_init__(self) -> None:
+        if len(self.values) < 1 or len(set(self.values)) != len(self.values):
+            raise ValueError(f"choice {self.label!r} needs distinct values, got {self.values!r}")
+
+
+@dataclass(frozen=True)
+class Continuous:
+    """A continuous hyperparameter in ``[low, high]``, learned by gradient descent when enabled."""
+
+    label: str
+    low: float
+    high: float
+    init: float
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A latency unit: consecutive layers timed together, keyed by the labels it depends on.
+
+    ``labels`` holds the unit's own choices and those that set its input shape, sorted.
+    """
+
+    name: str
+    layers: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    def key(self, arch: Mapping[str, Any]) -> str:
+        """Table key of this unit for ``arch``: ``'conv2|C_i=16,C_o=32,k=3'`` (``'stem'`` if no labels)."""
+        if not self.labels:
+            return self.name
+        return self.name + "|" + ",".join(f"{lab}={arch[lab]}" for lab in self.labels)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A chain network whose layers read labelled choices.
+
+    Args:
+        name: registry name (part of every arch id).
+        input_shape: ``(C, H, W)`` of one sample.
+        num_classes: size of the output.
+        choices: the discrete choices, in declaration order.
+        layers: the chain of layer specs; parameters may be ``Ref(label)``.
+        units: ``(unit name, layer names)`` groups used for latency tables; together they cover every
+            layer with parameters or cost, in order.
+        continuous: optional continuous hyperparameters (off unless enabled in the search config).
+        description: one line for ``hwnas spaces``.
+    """
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    choices: tuple[Choice, ...]
+    layers: tuple[Spec, ...]
+    units: tuple[tuple[str, tuple[str, ...]], ...]
+    continuous: tuple[Continuous, ...] = ()
+    description: str = ""
+    _by_label: dict[str, Choice] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_label.update({c.label: c for c in self.choices})
+        used = set().union(*(s.labels() for s in self.layers))
+        if used - set(self._by_label):
+            raise ValueError(f"space {self.name}: layers read undeclared labels {sorted(used - set(self._by_label))}")
+        names = [s.name for s in self.layers]
+        covered = [n for _, layer_names in self.units for n in layer_names]
+        if covered != names:
+            raise ValueError(f"space {self.name}: units must cover the layers in order: {covered} != {names}")
+
+    # ---- choices -----------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.choices]
+
+    def choice(self, label: str) -> Choice:
+        return self._by_label[label]
+
+    @property
+    def size(self) -> int:
+        """Number of distinct archs."""
+        return math.prod(len(c.values) for c in self.choices)
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Yield every arch, in a fixed order (lazily: mbconv spaces are large)."""
+        for combo in itertools.product(*(c.values for c in self.choices)):
+            yield dict(zip(self.labels, combo, strict=True))
+
+    def sample(self, rng: random.Random) -> Arch:
+        """A uniformly random arch."""
+        return {c.label: rng.choice(c.values) for c in self.choices}
+
+    def validate(self, arch: Mapping[str, Any]) -> Arch:
+        """Check ``arch`` against the space and return it in declaration order.
+
+        Raises:
+            ArchError: unknown or missing label, or a value outside its choice.
+        """
+        unknown = sorted(set(arch) - set(self._by_label))
+        if unknown:
+            raise ArchError(f"arch has label(s) {unknown} that space {self.name!r} does not declare; "
+                            f"its labels are {self.labels}")
+        missing = [lab for lab in self.labels if lab not in arch]
+        if missing:
+            raise ArchError(f"arch is missing label(s) {missing} of space {self.name!r}")
+        for c in self.choices:
+            if arch[c.label] not in c.values:
+                raise ArchError(f"{c.label}={arch[c.label]!r} is not a choice of space {self.name!r}; "
+                                f"pick one of {list(c.values)}")
+        return {lab: arch[lab] for lab in self.labels}
+
+    # ---- ids and JSON ------------------------------------------------------------------------------
+    def arch_id(self, arch: Mapping[str, Any]) -> str:
+        """Stable id: first 12 hex digits of sha256 over the space name and the sorted arch."""
+        payload = json.dumps({"space": self.name, "arch": self.validate(arch)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def to_json(self, arch: Mapping[str, Any], hparams: Mapping[str, float] | None = None, **extra: Any) -> dict:
+        """The arch file format: ``{"space", "arch", "arch_id", "hparams", ...extra}``."""
+        arch = self.validate(arch)
+        return {"space": self.name, "arch": arch, "arch_id": self.arch_id(arch), "hparams": dict(hparams or {}), **extra}
+
+    def from_json(self, obj: Mapping[str, Any]) -> tuple[Arch, dict[str, float]]:
+        """Parse the arch file format. Raises ArchError when it belongs to another space or is invalid."""
+        if obj.get("space") != self.name:
+            raise ArchError(f"arch file is for space {obj.get('space')!r}, not {self.name!r}")
+        if not isinstance(obj.get("arch"), dict):
+            raise ArchError("arch file has no 'arch' object")
+        hparams = {k: float(v) for k, v in (obj.get("hparams") or {}).items()}
+        for k, v in hparams.items():
+            spec = next((c for c in self.continuous if c.label == k), None)
+            if spec is None or not spec.low <= v <= spec.high:
+                raise ArchError(f"hyperparameter {k}={v} is not in space {self.name!r}")
+        return self.validate(obj["arch"]), hparams
+
+    # ---- shapes and modules ------------------------------------------------------------------------
+    def shapes(self, arch: Mapping[str, Any]) -> list[tuple[int, ...]]:
+        """Input shape of every layer, then the output shape (len(layers) + 1 entries)."""
+        shape: tuple[int, ...] = self.input_shape
+        out = [shape]
+        for spec in self.layers:
+            shape = spec.out_shape(arch, shape)
+            out.append(shape)
+        return out
+
+    def build(self, arch: Mapping[str, Any], hparams: Mapping[str, float] | None = None) -> nn.Sequential:
+        """The plain network for ``arch``: an ``nn.Sequential`` whose children are named after the layers."""
+        arch = self.validate(arch)
+        shapes = self.shapes(arch)
+        mods = OrderedDict((s.name, s.build(arch, shapes[i], hparams or {})) for i, s in enumerate(self.layers))
+        return nn.Sequential(mods)
+
+    # ---- latency units -----------------------------------------------------------------------------
+    def latency_units(self) -> list[Unit]:
+        """Units with the labels each depends on: its own, plus those that set its input shape.
+
+        Input-shape dependencies are tracked through the chain: channel dependencies are replaced by a
+        layer that sets the width, spatial ones accumulate until flattened or pooled away.
+        """
+        layer_idx = {s.name: i for i, s in enumerate(self.layers)}
+        deps_in: list[frozenset[str]] = []
+        chan: set[str] = set()
+        spatial: set[str] = set()
+        for spec in self.layers:
+            deps_in.append(frozenset(chan | spatial))
+            chan, spatial = spec.propagate(chan, spatial)
+        units = []
+        for name, layer_names in self.units:
+            first = layer_idx[layer_names[0]]
+            labs = set(deps_in[first]).union(*(self.layers[layer_idx[n]].labels() for n in layer_names))
+            units.append(Unit(name, tuple(layer_names), tuple(sorted(labs))))
+        return units
+
+    def unit_entries(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        """Every assignment of the unit's labels (the rows of its latency table)."""
+        for combo in itertools.product(*(self.choice(lab).values for lab in unit.labels)):
+            yield dict(zip(unit.labels, combo, strict=True))
+
+    def build_unit(self, unit: Unit, values: Mapping[str, Any]) -> tuple[nn.Sequential, tuple[int, ...]]:
+        """The plain layers of ``unit`` for the given label values and the input shape they take."""
+        arch = {c.label: values.get(c.label, c.values[0]) for c in self.choices}
+        full = self.build(arch)
+        shapes = self.shapes(arch)
+        idx = [i for i, s in enumerate(self.layers) if s.name in unit.layers]
+        mods = OrderedDict((self.layers[i].name, full[i]) for i in idx)
+        return nn.Sequential(mods), shapes[idx[0]]
