@@ -22,3 +22,41 @@ def read_json(path: str | Path, what: str) -> Any:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def config_from(cls, args, fields: dict[str, str]) -> Any:
+    """Build config dataclass ``cls``: YAML from ``args.config`` (if any), then flags that were given.
+
+    ``fields`` maps argparse dest names to config field names; flags left at None do not override.
+    """
+    from ..config import read_yaml
+
+    data = read_yaml(args.config) if getattr(args, "config", None) else {}
+    for dest, name in fields.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            data[name] = value
+    known = {f.name for f in __import__("dataclasses").fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise HwnasError(f"unknown config key(s) {unknown} in {args.config}; known keys: {sorted(known)}")
+    return cls(**data)
+
+
+def add_data_flags(p) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="digits (built in, default), mnist, cifar10 or fake")
+    g.add_argument("--data-root", help="folder with the dataset files (mnist: IDX files; cifar10: torchvision layout)")
+    g.add_argument("--data-limit", type=int, help="use at most this many samples per split (quick runs)")
+
+
+def add_runtime_flags(p) -> None:
+    g = p.add_argument_group("run time")
+    g.add_argument("--device", help="auto (default: cuda:0 if torch sees a GPU, else cpu), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+DATA_FIELDS = {"dataset": "dataset", "data_root": "data_root", "data_limit": "data_limit",
+               "device": "device", "threads": "threads", "seed": "seed"}

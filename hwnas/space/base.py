@@ -194,18 +194,32 @@ class SearchSpace:
         layer that sets the width, spatial ones accumulate until flattened or pooled away.
         """
         layer_idx = {s.name: i for i, s in enumerate(self.layers)}
-        deps_in: list[frozenset[str]] = []
-        chan: set[str] = set()
-        spatial: set[str] = set()
-        for spec in self.layers:
-            deps_in.append(frozenset(chan | spatial))
-            chan, spatial = spec.propagate(chan, spatial)
+        deps_in = self.input_deps()
         units = []
         for name, layer_names in self.units:
             first = layer_idx[layer_names[0]]
             labs = set(deps_in[first]).union(*(self.layers[layer_idx[n]].labels() for n in layer_names))
             units.append(Unit(name, tuple(layer_names), tuple(sorted(labs))))
         return units
+
+    def input_deps(self) -> list[frozenset[str]]:
+        """For each layer, the labels its input shape depends on (channels and spatial size)."""
+        deps: list[frozenset[str]] = []
+        chan: set[str] = set()
+        spatial: set[str] = set()
+        for spec in self.layers:
+            deps.append(frozenset(chan | spatial))
+            chan, spatial = spec.propagate(chan, spatial)
+        return deps
+
+    def input_shapes(self, i: int) -> set[tuple[int, ...]]:
+        """Every input shape layer ``i`` can see, over all values of the labels that set it."""
+        labels = sorted(self.input_deps()[i])
+        base = {c.label: c.values[0] for c in self.choices}
+        out = set()
+        for combo in itertools.product(*(self.choice(lab).values for lab in labels)):
+            out.add(self.shapes({**base, **dict(zip(labels, combo, strict=True))})[i])
+        return out
 
     def unit_entries(self, unit: Unit) -> Iterator[dict[str, Any]]:
         """Every assignment of the unit's labels (the rows of its latency table)."""

@@ -1,0 +1,126 @@
+"""Configs as dataclasses, validated in ``__post_init__`` with messages that say what to do.
+
+YAML files and CLI flags only fill these; ``to_dict`` gives the resolved form written to
+``RUN_DIR/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+@dataclass
+class SearchConfig:
+    """One search (one shard): space, data, relaxation and optimiser settings.
+
+    Weights are trained with SGD (momentum, cosine schedule) on the train split; architecture
+    logits with Adam on the validation split; the first ``warmup_epochs`` train weights only.
+    """
+
+    space: str = "seed-cnn"
+    space_args: dict[str, Any] = field(default_factory=dict)  # factory kwargs, e.g. mbconv widths
+    dataset: str = "digits"
+    data_root: str | None = None
+    data_limit: int | None = None  # keep at most this many samples per split (quick runs)
+    relaxation: str = "gumbel"
+    epochs: int = 10
+    warmup_epochs: int = 2
+    batch_size: int = 64
+    seed: int = 0
+    lr: float = 0.05  # weight learning rate (SGD, cosine to 0)
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_lr: float = 0.01  # Adam on architecture logits
+    arch_weight_decay: float = 1e-3
+    tau_max: float | None = None  # temperature schedule; None = the relaxation's default
+    tau_min: float | None = None
+    learn_dropout: bool = False  # learn the space's continuous dropout rate on the validation loss
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+
+    def __post_init__(self) -> None:
+        from .data import DATASETS
+        from .relax import RELAXATIONS
+        from .space import SPACES
+
+        SPACES.get(self.space)
+        RELAXATIONS.get(self.relaxation)
+        DATASETS.get(self.dataset)
+        _positive("epochs", self.epochs)
+        _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs}): "
+                              "otherwise the architecture is never trained")
+        _positive("batch_size", self.batch_size)
+        _positive("lr", self.lr)
+        _positive("arch_lr", self.arch_lr)
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    """Retraining (or fine-tuning) one fixed arch."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    data_limit: int | None = None
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from .data import DATASETS
+
+        DATASETS.get(self.dataset)
+        _positive("epochs", self.epochs)
+        _positive("batch_size", self.batch_size)
+        _positive("lr", self.lr)
+
+
+def write_yaml(path: Path, obj: dict[str, Any]) -> None:
+    """Write YAML atomically (temp file + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+    tmp.replace(path)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of keys to values")
+    return data

@@ -1,0 +1,226 @@
+"""The one-process bilevel search: weights on the train split, architecture on the validation split.
+
+``run_search(cfg, out_dir)`` needs no Ray. Per step: a weight step (SGD) on a train batch with a sample
+from the relaxation, then (after the warm-up epochs) an architecture step (Adam) on a validation batch:
+``loss = CE + hardware term``. Each epoch appends a line to ``history.jsonl`` and checkpoints the whole
+state atomically, so an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .._io import append_jsonl, save_torch, write_json
+from ..config import SearchConfig, write_yaml
+from ..data import Splits, load_dataset, make_loader
+from ..relax import Sample, make_relaxation
+from ..space import Arch, get_space
+from ..supernet import Supernet
+from ._dropout import LearnedRate
+from ._runtime import check_data_fits, evaluate, resolve_device, seed_everything, set_threads
+
+HardwareTerm = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class SearchResult:
+    """What a search returns (and writes as ``arch.json``)."""
+
+    space: str
+    arch: Arch
+    arch_id: str
+    hparams: dict[str, float]
+    val_accuracy: float  # of the derived arch with the supernet's weights
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+    seconds: float
+    space_args: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        space = get_space(self.space, **self.space_args)
+        extra = {"space_args": self.space_args} if self.space_args else {}
+        return space.to_json(self.arch, self.hparams, supernet_val_accuracy=self.val_accuracy,
+                             search_seconds=round(self.seconds, 2), **extra, **self.extra)
+
+
+class _State:
+    """Everything a search checkpoint holds."""
+
+    def __init__(self, cfg: SearchConfig, device: torch.device) -> None:
+        self.space = get_space(cfg.space, **cfg.space_args)
+        self.net = Supernet(self.space).to(device)
+        tau = {k: v for k, v in (("tau_max", cfg.tau_max), ("tau_min", cfg.tau_min)) if v is not None}
+        self.relax = make_relaxation(cfg.relaxation, self.space, **tau).to(device)
+        self.w_opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                     weight_decay=cfg.weight_decay, nesterov=True)
+        self.a_opt = torch.optim.Adam(self.relax.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999),
+                                      weight_decay=cfg.arch_weight_decay)
+        self.rates = {c.label: LearnedRate(c).to(device) for c in self.space.continuous} if cfg.learn_dropout else {}
+        self.h_opt = (torch.optim.Adam([r.theta for r in self.rates.values()], lr=0.05) if self.rates else None)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.epoch = 0  # next epoch to run
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "relax": self.relax.state_dict(), "w_opt": self.w_opt.state_dict(),
+                "a_opt": self.a_opt.state_dict(), "rates": {k: r.state_dict() for k, r in self.rates.items()},
+                "h_opt": self.h_opt.state_dict() if self.h_opt else None, "gen": self.gen.get_state(),
+                "epoch": self.epoch, "step": self.step, "history": self.history}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.net.load_state_dict(s["net"])
+        self.relax.load_state_dict(s["relax"])
+        self.w_opt.load_state_dict(s["w_opt"])
+        self.a_opt.load_state_dict(s["a_opt"])
+        for k, r in self.rates.items():
+            r.load_state_dict(s["rates"][k])
+        if self.h_opt and s["h_opt"]:
+            self.h_opt.load_state_dict(s["h_opt"])
+        self.gen.set_state(s["gen"])
+        self.epoch, self.step, self.history = s["epoch"], s["step"], s["history"]
+
+    def hparams(self) -> dict[str, float]:
+        return {k: round(r.value(), 4) for k, r in self.rates.items()}
+
+
+def _lr_at(cfg: SearchConfig, epoch: float) -> float:
+    """Cosine schedule from ``cfg.lr`` to 0 over the search."""
+    import math
+
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
+               hardware_term: HardwareTerm | None = None, splits: Splits | None = None) -> SearchResult:
+    """Run one search to the end (resuming from ``out_dir/checkpoint.pt`` when it exists).
+
+    Args:
+        cfg: the validated search config.
+        out_dir: run folder for ``config.yaml``, ``history.jsonl``, ``checkpoint.pt``, ``arch.json``;
+            None keeps everything in memory.
+        progress: show a progress bar over epochs.
+        hardware_term: ``f(ce, probs) -> (loss, metrics)`` added to the architecture loss; None = CE.
+        splits: pre-loaded data (else loaded from ``cfg``).
+
+    Returns:
+        The derived arch with its supernet validation accuracy and the per-epoch history.
+    """
+    t0 = time.perf_counter()
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    st = _State(cfg, device)
+    splits = splits or load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed,
+                                    input_shape=st.space.input_shape, limit=cfg.data_limit)
+    check_data_fits(st.space, splits)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists():
+            st.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
+        else:
+            (out / "history.jsonl").unlink(missing_ok=True)
+        write_yaml(out / "config.yaml", cfg.to_dict())
+
+    val_eval = make_loader(splits.val, 256, shuffle=False)
+    bar = tqdm(total=cfg.epochs, initial=st.epoch, desc=f"search {cfg.space}/{cfg.relaxation}", unit="epoch",
+               disable=not progress, dynamic_ncols=True)
+    while st.epoch < cfg.epochs:
+        record = _run_epoch(st, cfg, splits, device, hardware_term)
+        fixed = Sample.fixed(st.space, record["arch"])
+        st.net.eval()
+        record["derived_val_loss"], record["derived_val_accuracy"] = evaluate(
+            lambda x, fixed=fixed: st.net(x, fixed), val_eval, device)
+        st.history.append(record)
+        st.epoch += 1
+        if out is not None:
+            append_jsonl(out / "history.jsonl", record)
+            save_torch(out / "checkpoint.pt", st.state_dict())
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['derived_val_accuracy']:.3f}")
+        bar.update(1)
+    bar.close()
+
+    final = st.history[-1]
+    result = SearchResult(cfg.space, final["arch"], st.space.arch_id(final["arch"]), st.hparams(),
+                          final["derived_val_accuracy"], st.history, out, time.perf_counter() - t0,
+                          dict(cfg.space_args))
+    if out is not None:
+        write_json(out / "arch.json", result.to_json())
+    return result
+
+
+def _run_epoch(st: _State, cfg: SearchConfig, splits: Splits, device: torch.device,
+               hardware_term: HardwareTerm | None) -> dict[str, Any]:
+    epoch, t0 = st.epoch, time.perf_counter()
+    arch_phase = epoch >= cfg.warmup_epochs
+    span = max(cfg.epochs - cfg.warmup_epochs - 1, 1)
+    st.relax.set_progress((epoch - cfg.warmup_epochs) / span if arch_phase else 0.0)
+    train = make_loader(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch, drop_last=True)
+    val = make_loader(splits.val, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch + 7919, drop_last=True)
+    sums = {"train_loss": 0.0, "train_acc": 0.0, "arch_loss": 0.0, "arch_ce": 0.0, "arch_acc": 0.0}
+    hw_sums: dict[str, float] = {}
+    n_w = n_a = 0
+    steps = len(train)
+    st.net.train()
+    for i, ((x, y), (xv, yv)) in enumerate(zip(train, itertools.cycle(val))):
+        for g in st.w_opt.param_groups:
+            g["lr"] = _lr_at(cfg, epoch + i / steps)
+        x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
+        # ---- weight step (train split); the sample is a constant here
+        with torch.no_grad():
+            sample = st.relax.sample(st.gen)
+        sample.hparams = {k: r.rate().detach() for k, r in st.rates.items()}
+        logits = st.net(x, sample)
+        loss = F.cross_entropy(logits, y)
+        st.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(st.net.parameters(), 5.0)
+        st.w_opt.step()
+        sums["train_loss"] += loss.item()
+        sums["train_acc"] += float((logits.argmax(1) == y).float().mean())
+        n_w += 1
+        if not arch_phase:
+            continue
+        # ---- architecture step (validation split)
+        sample = st.relax.sample(st.gen)
+        logits = st.net(xv, sample)
+        ce = F.cross_entropy(logits, yv)
+        loss = st.relax.arch_loss(ce, sample)
+        if hardware_term is not None:
+            loss, metrics = hardware_term(loss, st.relax.probs())
+            for k, v in metrics.items():
+                hw_sums[k] = hw_sums.get(k, 0.0) + v
+        st.a_opt.zero_grad(set_to_none=True)
+        st.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        st.a_opt.step()
+        if st.rates:
+            for r in st.rates.values():
+                r.hypergradient_step(st.net, lambda: st.relax.sample(st.gen), x, y, st.w_opt.param_groups[0]["lr"],
+                                     st.h_opt, seed=cfg.seed * 7 + st.step)
+        st.w_opt.zero_grad(set_to_none=True)
+        sums["arch_loss"] += loss.item()
+        sums["arch_ce"] += ce.item()
+        sums["arch_acc"] += float((logits.argmax(1) == yv).float().mean())
+        n_a += 1
+        st.step += 1
+    rec: dict[str, Any] = {"epoch": epoch, "arch_phase": arch_phase, "lr": _lr_at(cfg, epoch + 1)}
+    rec["train_loss"], rec["train_accuracy"] = sums["train_loss"] / max(n_w, 1), sums["train_acc"] / max(n_w, 1)
+    if n_a:
+        rec.update(arch_loss=sums["arch_loss"] / n_a, val_loss=sums["arch_ce"] / n_a, val_accuracy=sums["arch_acc"] / n_a)
+        rec.update({k: v / n_a for k, v in hw_sums.items()})
+    rec.update(relax=st.relax.describe(), entropy=st.relax.entropies(), probs=st.relax.probs_dict(),
+               hparams=st.hparams(), arch=st.relax.derive(), seconds=round(time.perf_counter() - t0, 3))
+    return rec

@@ -1,0 +1,119 @@
+"""Retrain a derived arch from scratch, or fine-tune it from a search's supernet weights."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, read_yaml
+from ..data import Splits, load_dataset, make_loader
+from ..errors import HwnasError
+from ..space import Arch, SearchSpace
+from ..supernet import Supernet
+from ._runtime import check_data_fits, evaluate, resolve_device, seed_everything, set_threads
+
+
+@dataclass
+class TrainResult:
+    """Accuracies of one retrained arch (``--json`` prints this)."""
+
+    space: str
+    arch: Arch
+    arch_id: str
+    test_accuracy: float
+    val_accuracy: float
+    train_accuracy: float
+    test_loss: float
+    epochs: int
+    params: int
+    inherited_from: str | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def inherit_weights(space: SearchSpace, arch: Arch, hparams: dict[str, float], run_dir: str | Path) -> nn.Module:
+    """The plain network of ``arch`` with the weights of the supernet in ``run_dir/checkpoint.pt``.
+
+    Raises:
+        HwnasError: no checkpoint, or a checkpoint of another space.
+    """
+    run = Path(run_dir)
+    ckpt = run / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise HwnasError(f"--inherit {run}: no checkpoint.pt there; pass the RUN_DIR of a finished `hwnas search`")
+    cfg = read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
+    if cfg.get("space", space.name) != space.name:
+        raise HwnasError(f"--inherit {run}: that search used space {cfg.get('space')!r}, the arch is {space.name!r}")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        net = Supernet(space)
+        net.load_state_dict(state["net"])
+    except (RuntimeError, KeyError, EOFError, OSError) as err:
+        raise HwnasError(f"--inherit {run}: checkpoint.pt cannot be loaded into a {space.name} supernet ({err}); "
+                         "rerun the search or retrain from scratch without --inherit") from None
+    return net.extract(arch, hparams)
+
+
+def train_arch(space: SearchSpace, arch: Arch, hparams: dict[str, float], cfg: TrainConfig, *,
+               inherit: str | Path | None = None, progress: bool = True, splits: Splits | None = None
+               ) -> tuple[TrainResult, nn.Module]:
+    """Train ``arch`` on the train split (SGD, cosine), report val and test accuracy.
+
+    Args:
+        space, arch, hparams: what to build (``space.build(arch, hparams)``).
+        cfg: training settings.
+        inherit: a search run folder whose supernet weights initialise the network (fine-tuning).
+        progress: show a progress bar over epochs.
+
+    Returns:
+        The result and the trained module (eval mode, on the CPU).
+    """
+    t0 = time.perf_counter()
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    arch = space.validate(arch)
+    splits = splits or load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed, input_shape=space.input_shape,
+                                    limit=cfg.data_limit)
+    check_data_fits(space, splits)
+    model = inherit_weights(space, arch, hparams, inherit) if inherit else space.build(arch, hparams)
+    model = model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=True)
+    steps = cfg.epochs * math.ceil(len(splits.train) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    bar = tqdm(range(cfg.epochs), desc=f"train {space.arch_id(arch)}", unit="epoch", disable=not progress,
+               dynamic_ncols=True)
+    train_acc = 0.0
+    for epoch in bar:
+        model.train()
+        correct = n = 0
+        for x, y in make_loader(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch):
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        train_acc = correct / max(n, 1)
+        bar.set_postfix(train_acc=f"{train_acc:.3f}")
+    model.eval()
+    _, val_acc = evaluate(model, make_loader(splits.val, 256, shuffle=False), device)
+    test_loss, test_acc = evaluate(model, make_loader(splits.test, 256, shuffle=False), device)
+    result = TrainResult(space.name, arch, space.arch_id(arch), test_acc, val_acc, train_acc, test_loss, cfg.epochs,
+                         sum(p.numel() for p in model.parameters()), str(inherit) if inherit else None,
+                         round(time.perf_counter() - t0, 2))
+    return result, model.cpu()

@@ -1,0 +1,28 @@
+"""Shared fixtures: paths, the shared MNIST split, and running the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import _toy  # noqa: F401  (registers the toy space with a known optimum)
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"shared MNIST split not found at {SHARED_MNIST} (it is only on the team's machines)")
+    return SHARED_MNIST
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m hwnas.cli ARGS`` as a user would; returns the completed process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    return subprocess.run([sys.executable, "-m", "hwnas.cli", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout, env=env)
