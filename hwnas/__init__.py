@@ -1,0 +1,48 @@
+"""hwnas: hardware-aware differentiable neural architecture search.
+
+Python API (the CLI calls the same functions)::
+
+    import hwnas
+    result = hwnas.search(space="seed-cnn", dataset="digits", relaxation="gumbel", epochs=8, out="runs/a")
+    trained = hwnas.train(result, epochs=10)
+    print(trained.test_accuracy)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import SearchConfig, TrainConfig
+from .errors import HwnasError
+from .search.loop import SearchResult, run_search
+from .search.retrain import TrainResult, train_arch
+from .space import SPACES, get_space
+
+__version__ = "0.1.0"
+
+
+def search(*, out: str | Path | None = None, progress: bool = False, **config: Any) -> SearchResult:
+    """Run one search. Keyword arguments are ``SearchConfig`` fields (space, dataset, relaxation, ...).
+
+    Args:
+        out: run folder (config.yaml, history.jsonl, checkpoint.pt, arch.json); None keeps it in memory.
+        progress: show a progress bar.
+
+    Returns:
+        The ``SearchResult`` whose ``to_json()`` is what ``arch.json`` holds.
+    """
+    return run_search(SearchConfig(**config), out, progress=progress)
+
+
+def train(arch: SearchResult | dict[str, Any], *, inherit: str | Path | None = None, progress: bool = False,
+          **config: Any) -> TrainResult:
+    """Retrain an arch (a ``SearchResult`` or an arch.json object). Keyword arguments are ``TrainConfig`` fields."""
+    obj = arch.to_json() if isinstance(arch, SearchResult) else arch
+    space = get_space(obj["space"], **obj.get("space_args", {}))
+    a, hparams = space.from_json(obj)
+    return train_arch(space, a, hparams, TrainConfig(**config), inherit=inherit, progress=progress)[0]
+
+
+__all__ = ["SPACES", "HwnasError", "SearchConfig", "SearchResult", "TrainConfig", "TrainResult", "get_space",
+           "search", "train"]

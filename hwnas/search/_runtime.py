@@ -46,6 +46,16 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader
     return loss / max(n, 1), correct / max(n, 1)
 
 
+def load_for(space, dataset: str, root, seed: int, limit):
+    """Load ``dataset`` for ``space``; ``fake`` data takes the space's input shape."""
+    from ..data import load_dataset
+
+    shape = space.input_shape if dataset == "fake" else None
+    splits = load_dataset(dataset, root=root, seed=seed, input_shape=shape, limit=limit)
+    check_data_fits(space, splits)
+    return splits
+
+
 def check_data_fits(space, splits) -> None:
     """The space and the dataset must agree on input shape and number of classes."""
     if tuple(splits.input_shape) != tuple(space.input_shape) or splits.num_classes != space.num_classes:

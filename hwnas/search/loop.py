@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 from .._io import append_jsonl, save_torch, write_json
 from ..config import SearchConfig, write_yaml
-from ..data import Splits, load_dataset, make_loader
+from ..data import Splits, make_loader
 from ..relax import Sample, make_relaxation
 from ..space import Arch, get_space
 from ..supernet import Supernet
 from ._dropout import LearnedRate
-from ._runtime import check_data_fits, evaluate, resolve_device, seed_everything, set_threads
+from ._runtime import check_data_fits, evaluate, load_for, resolve_device, seed_everything, set_threads
 
 HardwareTerm = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -53,7 +53,7 @@ class SearchResult:
                              search_seconds=round(self.seconds, 2), **extra, **self.extra)
 
 
-class _State:
+class SearchState:
     """Everything a search checkpoint holds."""
 
     def __init__(self, cfg: SearchConfig, device: torch.device) -> None:
@@ -120,9 +120,8 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    st = _State(cfg, device)
-    splits = splits or load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed,
-                                    input_shape=st.space.input_shape, limit=cfg.data_limit)
+    st = SearchState(cfg, device)
+    splits = splits or load_for(st.space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)
     check_data_fits(st.space, splits)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -161,7 +160,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
     return result
 
 
-def _run_epoch(st: _State, cfg: SearchConfig, splits: Splits, device: torch.device,
+def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch.device,
                hardware_term: HardwareTerm | None) -> dict[str, Any]:
     epoch, t0 = st.epoch, time.perf_counter()
     arch_phase = epoch >= cfg.warmup_epochs
@@ -169,58 +168,76 @@ def _run_epoch(st: _State, cfg: SearchConfig, splits: Splits, device: torch.devi
     st.relax.set_progress((epoch - cfg.warmup_epochs) / span if arch_phase else 0.0)
     train = make_loader(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch, drop_last=True)
     val = make_loader(splits.val, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch + 7919, drop_last=True)
-    sums = {"train_loss": 0.0, "train_acc": 0.0, "arch_loss": 0.0, "arch_ce": 0.0, "arch_acc": 0.0}
-    hw_sums: dict[str, float] = {}
+    train_loss = train_acc = 0.0
+    arch_sums: dict[str, float] = {}
     n_w = n_a = 0
     steps = len(train)
-    st.net.train()
     for i, ((x, y), (xv, yv)) in enumerate(zip(train, itertools.cycle(val))):
         for g in st.w_opt.param_groups:
             g["lr"] = _lr_at(cfg, epoch + i / steps)
         x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
-        # ---- weight step (train split); the sample is a constant here
-        with torch.no_grad():
-            sample = st.relax.sample(st.gen)
-        sample.hparams = {k: r.rate().detach() for k, r in st.rates.items()}
-        logits = st.net(x, sample)
-        loss = F.cross_entropy(logits, y)
-        st.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(st.net.parameters(), 5.0)
-        st.w_opt.step()
-        sums["train_loss"] += loss.item()
-        sums["train_acc"] += float((logits.argmax(1) == y).float().mean())
-        n_w += 1
+        loss, acc = weight_step(st, x, y)
+        train_loss, train_acc, n_w = train_loss + loss, train_acc + acc, n_w + 1
         if not arch_phase:
             continue
-        # ---- architecture step (validation split)
-        sample = st.relax.sample(st.gen)
-        logits = st.net(xv, sample)
-        ce = F.cross_entropy(logits, yv)
-        loss = st.relax.arch_loss(ce, sample)
-        if hardware_term is not None:
-            loss, metrics = hardware_term(loss, st.relax.probs())
-            for k, v in metrics.items():
-                hw_sums[k] = hw_sums.get(k, 0.0) + v
-        st.a_opt.zero_grad(set_to_none=True)
-        st.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        st.a_opt.step()
-        if st.rates:
-            for r in st.rates.values():
-                r.hypergradient_step(st.net, lambda: st.relax.sample(st.gen), x, y, st.w_opt.param_groups[0]["lr"],
-                                     st.h_opt, seed=cfg.seed * 7 + st.step)
-        st.w_opt.zero_grad(set_to_none=True)
-        sums["arch_loss"] += loss.item()
-        sums["arch_ce"] += ce.item()
-        sums["arch_acc"] += float((logits.argmax(1) == yv).float().mean())
+        m = arch_step(st, xv, yv, hardware_term, train_batch=(x, y), seed=cfg.seed * 7 + st.step)
+        for k, v in m.items():
+            arch_sums[k] = arch_sums.get(k, 0.0) + v
         n_a += 1
         st.step += 1
     rec: dict[str, Any] = {"epoch": epoch, "arch_phase": arch_phase, "lr": _lr_at(cfg, epoch + 1)}
-    rec["train_loss"], rec["train_accuracy"] = sums["train_loss"] / max(n_w, 1), sums["train_acc"] / max(n_w, 1)
-    if n_a:
-        rec.update(arch_loss=sums["arch_loss"] / n_a, val_loss=sums["arch_ce"] / n_a, val_accuracy=sums["arch_acc"] / n_a)
-        rec.update({k: v / n_a for k, v in hw_sums.items()})
+    rec["train_loss"], rec["train_accuracy"] = train_loss / max(n_w, 1), train_acc / max(n_w, 1)
+    names = {"arch_ce": "val_loss", "arch_acc": "val_accuracy"}  # of the sampled/mixed supernet
+    rec.update({names.get(k, k): v / n_a for k, v in arch_sums.items()})
     rec.update(relax=st.relax.describe(), entropy=st.relax.entropies(), probs=st.relax.probs_dict(),
                hparams=st.hparams(), arch=st.relax.derive(), seconds=round(time.perf_counter() - t0, 3))
     return rec
+
+
+def weight_step(st: SearchState, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """One SGD step on the supernet's weights (train batch); the sample is a constant here.
+
+    Returns:
+        (loss, accuracy) on the batch.
+    """
+    st.net.train()
+    with torch.no_grad():
+        sample = st.relax.sample(st.gen)
+    sample.hparams = {k: r.rate().detach() for k, r in st.rates.items()}
+    logits = st.net(x, sample)  # (B, classes)
+    loss = F.cross_entropy(logits, y)
+    st.w_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(st.net.parameters(), 5.0)
+    st.w_opt.step()
+    return loss.item(), float((logits.argmax(1) == y).float().mean())
+
+
+def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, hardware_term: HardwareTerm | None = None, *,
+              train_batch: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0) -> dict[str, float]:
+    """One Adam step on the architecture logits (validation batch): ``loss = CE (+ hardware term)``.
+
+    With learned hyperparameters (dropout) it then takes their hypergradient step on ``train_batch``.
+
+    Returns:
+        ``arch_loss``, ``arch_ce``, ``arch_acc`` and the hardware term's metrics.
+    """
+    st.net.train()
+    sample = st.relax.sample(st.gen)
+    logits = st.net(x, sample)
+    ce = F.cross_entropy(logits, y)
+    loss = st.relax.arch_loss(ce, sample)
+    metrics: dict[str, float] = {}
+    if hardware_term is not None:
+        loss, metrics = hardware_term(loss, st.relax.probs())
+    st.a_opt.zero_grad(set_to_none=True)
+    st.w_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    st.a_opt.step()
+    if st.rates and train_batch is not None:
+        for r in st.rates.values():
+            r.hypergradient_step(st.net, lambda: st.relax.sample(st.gen), *train_batch,
+                                 st.w_opt.param_groups[0]["lr"], st.h_opt, seed=seed)
+    st.w_opt.zero_grad(set_to_none=True)
+    return {"arch_loss": loss.item(), "arch_ce": ce.item(),
+            "arch_acc": float((logits.argmax(1) == y).float().mean()), **metrics}

@@ -14,11 +14,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, read_yaml
-from ..data import Splits, load_dataset, make_loader
+from ..data import Splits, make_loader
 from ..errors import HwnasError
 from ..space import Arch, SearchSpace
 from ..supernet import Supernet
-from ._runtime import check_data_fits, evaluate, resolve_device, seed_everything, set_threads
+from ._runtime import check_data_fits, evaluate, load_for, resolve_device, seed_everything, set_threads
 
 
 @dataclass
@@ -83,8 +83,7 @@ def train_arch(space: SearchSpace, arch: Arch, hparams: dict[str, float], cfg: T
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     arch = space.validate(arch)
-    splits = splits or load_dataset(cfg.dataset, root=cfg.data_root, seed=cfg.seed, input_shape=space.input_shape,
-                                    limit=cfg.data_limit)
+    splits = splits or load_for(space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)
     check_data_fits(space, splits)
     model = inherit_weights(space, arch, hparams, inherit) if inherit else space.build(arch, hparams)
     model = model.to(device)

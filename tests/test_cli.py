@@ -1,0 +1,92 @@
+"""The CLI: help that teaches, and bad input that gives one line naming the fix (no traceback)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from hwnas.cli import build_parser
+
+
+def _one_line_error(r, *fragments: str) -> None:
+    assert r.returncode != 0
+    lines = [s for s in r.stderr.splitlines() if s.strip()]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1, r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_help_lists_every_command_and_option():
+    parser = build_parser()
+    text = parser.format_help()
+    for cmd in ("spaces", "search", "train"):
+        assert cmd in text
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"hwnas {name} {action.option_strings} has no help"
+
+
+def test_spaces_lists_sizes_and_shapes():
+    r = run_cli("spaces", "--json")
+    assert r.returncode == 0
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["seed-cnn"]["size"] == 216 and rows["seed-cnn"]["input_shape"] == [1, 28, 28]
+    assert rows["mbconv"]["input_shape"] == [3, 32, 32]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--space", "resnet"], ["unknown search space 'resnet'", "seed-cnn"]),
+        (["--relaxation", "enas"], ["unknown relaxation 'enas'", "single-path"]),
+        (["--dataset", "imagenet"], ["unknown dataset 'imagenet'", "digits"]),
+        (["--dataset", "mnist"], ["--data-root"]),
+        (["--dataset", "mnist", "--data-root", "/nonexistent/mnist"], ["/nonexistent/mnist"]),
+        (["--space", "mbconv"], ["3x32x32", "cifar10"]),
+        (["--epochs", "2", "--warmup-epochs", "2"], ["warmup_epochs"]),
+    ],
+)
+def test_search_bad_input(tmp_path, args, fragments):
+    _one_line_error(run_cli("search", *args, "--out", str(tmp_path / "run"), "--no-progress"), "hwnas: error:", *fragments)
+
+
+@pytest.mark.parametrize(
+    ("arch", "fragments"),
+    [
+        ({"C_i": 16, "C_o": 16, "k": 3, "k_p": 2, "n": 128, "act": "relu", "depth": 2}, ["'depth'", "labels are"]),
+        ({"C_i": 16, "C_o": 16, "k": 7, "k_p": 2, "n": 128, "act": "relu"}, ["k=7", "pick one of [3, 5]"]),
+        ({"C_i": 16, "C_o": 16, "k": 3, "k_p": 2, "n": 128}, ["missing", "act"]),
+    ],
+)
+def test_train_bad_arch_file(tmp_path, arch, fragments):
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps({"space": "seed-cnn", "arch": arch}))
+    _one_line_error(run_cli("train", str(path), "--no-progress"), "hwnas: error:", *fragments)
+
+
+def test_train_missing_or_broken_arch_file(tmp_path):
+    _one_line_error(run_cli("train", str(tmp_path / "nope.json")), "does not exist")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    _one_line_error(run_cli("train", str(bad)), "not valid JSON")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"space": "vit", "arch": {}}))
+    _one_line_error(run_cli("train", str(other)), "unknown search space 'vit'")
+
+
+def test_train_inherit_from_a_folder_without_checkpoint(tmp_path):
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps({"space": "seed-cnn",
+                                "arch": {"C_i": 16, "C_o": 16, "k": 3, "k_p": 2, "n": 128, "act": "relu"}}))
+    _one_line_error(run_cli("train", str(path), "--inherit", str(tmp_path)), "no checkpoint.pt", "hwnas search")
+
+
+def test_config_file_with_unknown_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("space: seed-cnn\nepochz: 3\n")
+    _one_line_error(run_cli("search", "--config", str(cfg), "--out", str(tmp_path / "r")), "epochz", "known keys")
