@@ -10,7 +10,7 @@ import sys
 from .errors import HwnasError
 
 # Command modules, in the order ``hwnas --help`` lists them. Each defines ``register(subparsers)``.
-COMMAND_MODULES = ("spaces", "search", "train")
+COMMAND_MODULES = ("spaces", "search", "train", "latency", "devicekit")
 
 DESCRIPTION = """\
 hwnas: hardware-aware differentiable neural architecture search.

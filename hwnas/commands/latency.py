@@ -1,0 +1,232 @@
+"""``hwnas profile`` and ``hwnas latency predict|calibrate|validate``: latency tables from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import HwnasError
+from ..space import get_space
+from ._common import print_json, read_json
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show library warnings (e.g. a table measured on another ISA) as one ``hwnas: warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if not issubclass(w.category, DeprecationWarning):
+            print(f"hwnas: warning: {w.message}", file=sys.stderr)
+
+
+def add_protocol_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """Timing flags; with ``defaults`` False they only override the table's recorded protocol."""
+    from ..latency.protocol import AGGREGATES, Protocol
+
+    d = Protocol() if defaults else None
+    tail = "" if defaults else " (default: the table's protocol)"
+    p.add_argument("--runs", type=int, default=d and d.runs, help=f"timed calls per trial{tail or ' (default 200)'}")
+    p.add_argument("--trials", type=int, default=d and d.trials,
+                   help=f"round-robin trials per model{tail or ' (default 5)'}")
+    p.add_argument("--warmup-runs", type=int, default=d and d.warmup_runs,
+                   help=f"minimum warm-up calls per trial{tail or ' (default 20)'}")
+    p.add_argument("--warmup-s", type=float, default=d and d.warmup_s,
+                   help=f"minimum warm-up seconds per trial{tail or ' (default 0.3)'}")
+    p.add_argument("--aggregate", choices=sorted(AGGREGATES), default=d and d.aggregate,
+                   help="combine trial medians by their median (DESIGN protocol) or their minimum (robust on "
+                        f"machines shared with bursty co-tenants){tail or ' (default median)'}")
+    p.add_argument("--batch", type=int, default=8, help="models per round-robin batch (default 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def protocol_from(args: argparse.Namespace, base: dict | None = None):
+    """``Protocol`` from the flags, on top of a recorded protocol dict ``base`` (or the defaults)."""
+    from ..latency.protocol import Protocol, ProtocolError
+
+    proto = Protocol.from_dict(base) if base else Protocol()
+    changes = {k: getattr(args, k) for k in ("runs", "trials", "warmup_runs", "warmup_s", "aggregate", "threads")
+               if getattr(args, k, None) is not None}
+    try:
+        return dataclasses.replace(proto, **changes)
+    except ProtocolError as err:
+        raise HwnasError(str(err)) from None
+
+
+def register(sub) -> None:
+    from ..latency.store import TABLES_DIR, device_slug
+
+    p = sub.add_parser("profile", help="measure every latency unit of a space into a table (resumable)",
+                       formatter_class=RAW, description=f"""\
+Measure every latency unit of a search space (and the per-call overhead of an Identity model) with
+onnxruntime on this machine: 1 thread, sequential, ORT_ENABLE_ALL, batch 1, fresh session per trial,
+warm-up, median of the timed calls, K trials round-robin. The table is saved after every batch, so an
+interrupted run resumes where it stopped when run again with the same flags.
+
+Default output: {TABLES_DIR}/<device>/<space>.json (device default: {device_slug()}).
+For a stable table pin one core and one BLAS thread:
+  OMP_NUM_THREADS=1 taskset -c 1 hwnas profile --space seed-cnn --device {device_slug()}""")
+    p.add_argument("--space", required=True, help="search space name (see `hwnas spaces`)")
+    p.add_argument("--device", default=None, help="device name recorded in the table (default: CPU model slug "
+                                                  f"plus thread count, e.g. {device_slug()})")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1; tables are per count)")
+    p.add_argument("--out", default=None, help="table path (default latency_tables/<device>/<space>.json)")
+    p.add_argument("--limit", type=int, default=None, help="stop after measuring this many units (resume later)")
+    add_protocol_flags(p, defaults=True)
+    p.set_defaults(func=run_profile)
+
+    lat = sub.add_parser("latency", help="predict, calibrate and validate with a latency table",
+                         formatter_class=RAW, description="""\
+Use a latency table: predict an arch's latency, calibrate the predictor on end-to-end measurements,
+or validate it on held-out archs. Typical flow after `hwnas profile --space mbconv`:
+  hwnas latency calibrate --table latency_tables/amd-epyc-1t/mbconv.json --samples 96
+  hwnas latency validate  --table latency_tables/amd-epyc-1t/mbconv.json --samples 200 --json val.json
+  hwnas latency predict   --table latency_tables/amd-epyc-1t/mbconv.json arch.json""")
+    lsub = lat.add_subparsers(dest="latency_command", metavar="ACTION", required=True)
+
+    pr = lsub.add_parser("predict", help="predicted latency (ms) of an arch file", formatter_class=RAW,
+                         description="""\
+Print the predicted latency of an arch (the JSON written by search/train: {"space","arch",...}).
+Example:
+  hwnas latency predict --table latency_tables/amd-epyc-1t/seed-cnn.json arch.json --json""")
+    pr.add_argument("arch", help="arch JSON file")
+    pr.add_argument("--table", default=None, help="latency table (default: the shipped table matching this machine)")
+    pr.add_argument("--json", action="store_true", help='print {"predicted_latency_ms": ...}')
+    pr.set_defaults(func=run_predict)
+
+    ca = lsub.add_parser("calibrate", help="fit c0 and per-unit scales on end-to-end measurements",
+                         formatter_class=RAW, description="""\
+Measure N random archs end to end (same protocol as the table), fit c0 and per-unit scales
+(T = c0 + sum_u a_u (LUT_u - overhead), ridge towards a_u = 1 chosen by leave-one-out) and store
+them in the table (atomic rewrite). Example:
+  OMP_NUM_THREADS=1 taskset -c 1 hwnas latency calibrate --table latency_tables/amd-epyc-1t/seed-cnn.json --samples 48""")
+    ca.add_argument("--table", required=True, help="complete latency table to calibrate")
+    ca.add_argument("--space", default=None, help="expected space (default: the table's)")
+    ca.add_argument("--samples", type=int, default=64, help="number of measured archs (default 64)")
+    ca.add_argument("--seed", type=int, default=0, help="RNG seed of the calibration archs (default 0)")
+    add_protocol_flags(ca, defaults=False)
+    ca.set_defaults(func=run_calibrate)
+
+    va = lsub.add_parser("validate", help="score the predictor on held-out archs measured end to end",
+                         formatter_class=RAW, description="""\
+Measure held-out archs end to end (half uniform, half from the middle of the latency range; another
+seed than calibration) and report, side by side, the calibrated predictor, the overhead-corrected sum
+and the plain additive table: MAPE, share within 5%/10%, Kendall tau, worst error, bias, constraint
+precision (target = median measured latency). Example:
+  OMP_NUM_THREADS=1 taskset -c 1 hwnas latency validate --table latency_tables/amd-epyc-1t/mbconv.json --samples 200 --json val.json""")
+    va.add_argument("--table", required=True, help="latency table to validate")
+    va.add_argument("--samples", type=int, default=200, help="number of measured archs (default 200)")
+    va.add_argument("--seed", type=int, default=1, help="RNG seed of the validation archs (default 1)")
+    va.add_argument("--json", default=None, metavar="OUT", help="also write the full report to this JSON file")
+    add_protocol_flags(va, defaults=False)
+    va.set_defaults(func=run_validate)
+
+
+def run_profile(args) -> int:
+    from ..latency.profile import profile_space
+    from ..latency.store import default_table_path, device_slug
+
+    space = get_space(args.space)
+    device = args.device or device_slug(args.threads)
+    out = Path(args.out) if args.out else default_table_path(space.name, device)
+    start = time.monotonic()
+    with _warnings_as_lines():
+        table = profile_space(space, out, device, protocol_from(args), batch=args.batch, limit=args.limit,
+                              progress=not args.no_progress)
+    left = len(table.missing(space))
+    state = "complete" if not left else f"{left} unit(s) left; run the same command again to resume"
+    print(f"wrote {out}: {len(table.entries)} units, overhead {table.overhead_ms:.4f} ms ({state}) in "
+          f"{time.monotonic() - start:.0f} s")
+    return 0
+
+
+def _model(table: str | None, space_name: str):
+    from ..latency.model import LatencyModel
+    from ..latency.store import find_table
+
+    path = table or find_table(space_name)
+    if path is None:
+        raise HwnasError(f"no shipped latency table of space {space_name!r} matches this machine; pass --table or "
+                         f"measure one with `hwnas profile --space {space_name}`")
+    return LatencyModel.load(path, get_space(space_name))
+
+
+def run_predict(args) -> int:
+    obj = read_json(args.arch, "arch file")
+    if not isinstance(obj, dict) or not isinstance(obj.get("space"), str) or "arch" not in obj:
+        raise HwnasError(f"{args.arch} is not an arch file (it needs a 'space' name and an 'arch' object); write "
+                         "it with space.to_json(arch) or take arch.json from a search run")
+    space = get_space(str(obj["space"]))
+    arch, _ = space.from_json(obj)
+    with _warnings_as_lines():
+        ms = _model(args.table, space.name).predict(arch)
+    if args.json:
+        print_json({"predicted_latency_ms": ms})
+    else:
+        print(f"{ms:.4f} ms")
+    return 0
+
+
+def _check_positive(**values: int) -> None:
+    for k, v in values.items():
+        if v < 1:
+            raise HwnasError(f"--{k} must be >= 1, got {v}")
+
+
+def run_calibrate(args) -> int:
+    from ..latency.calibrate import calibrate_table
+    from ..latency.table import read_table
+
+    _check_positive(samples=args.samples, batch=args.batch)
+    space = get_space(args.space) if args.space else None
+    with _warnings_as_lines():
+        proto = protocol_from(args, read_table(args.table).protocol)
+        block = calibrate_table(args.table, args.samples, args.seed, proto, space, args.batch, not args.no_progress)
+    scales = ", ".join(f"{k}={v:.3f}" for k, v in block["scales"].items())
+    bounds = ", ".join(f"{k}={1000 * v:+.2f}" for k, v in block["boundary"].items())
+    print(f"calibrated {args.table} on {args.samples} archs: c0={block['c0']:.4f} ms; scales {scales}; "
+          f"boundary (us per 1e4 elements) {bounds}; leave-one-out MAPE {block['loo_mape']:.2f}% "
+          f"(offset only {block['offset_only_loo_mape']:.2f}%)")
+    return 0
+
+
+def _row(name: str, m: dict) -> str:
+    prec = "   n/a" if m["constraint_precision"] is None else f"{100 * m['constraint_precision']:5.1f}%"
+    return (f"{name:<20} {m['mape']:6.2f}% {100 * m['within_5pct']:6.1f}% {100 * m['within_10pct']:6.1f}% "
+            f"{m['kendall_tau']:6.3f} {m['max_abs_pct_err']:7.2f}% {m['bias_pct']:+7.2f}% {prec}")
+
+
+def print_report(report: dict, out: Callable[[str], None] = print) -> None:
+    """Side-by-side table of a ``validate_table`` report."""
+    out(f"space {report['space']}, {report['n']} archs ({report['n_unique']} distinct), target "
+        f"{report['target_ms']:.4f} ms")
+    out(f"{'predictor':<20} {'MAPE':>7} {'<=5%':>7} {'<=10%':>7} {'tau':>6} {'worst':>8} {'bias':>8} {'prec':>6}")
+    out(_row("calibrated" if report["calibrated"] else "uncalibrated", report))
+    out(_row("overhead-corrected", report["overhead_corrected"]))
+    out(_row("additive table", report["additive_baseline"]))
+
+
+def run_validate(args) -> int:
+    from ..latency.table import read_table
+    from ..latency.validate import validate_table
+
+    _check_positive(samples=args.samples, batch=args.batch)
+    with _warnings_as_lines():
+        proto = protocol_from(args, read_table(args.table).protocol)
+        report = validate_table(args.table, args.samples, args.seed, proto, args.batch, not args.no_progress)
+    print_report(report)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,87 @@
+"""``hwnas profile``: measure every latency unit of a space into a table, resumably.
+
+The Identity overhead is measured first, then the units in round-robin batches; after each batch the
+table is written atomically, so an interrupted run loses at most the batch in flight and a rerun
+continues with the keys still missing (finished entries are never measured again or dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..space import SearchSpace
+from .measure import Passthrough, measure_onnx, to_model
+from .protocol import Protocol, cpu_model, isa_flags
+from .table import Entry, LatencyTable, TableError, read_table, save_table, space_hash, unit_keys
+
+
+def _resume(path: Path, space: SearchSpace, device: str, protocol: Protocol) -> LatencyTable:
+    """The partial table at ``path`` if it is the same measurement; else a clear error (nothing written)."""
+    table = read_table(path)
+    again = f"pass another --out or delete {path} to start over"
+    if table.space != space.name or table.space_hash != space_hash(space):
+        raise TableError(f"{path} holds a table of space {table.space!r} (hash {table.space_hash}), not of "
+                         f"{space.name!r} (hash {space_hash(space)}); {again}")
+    if table.device.get("name") != device:
+        raise TableError(f"{path} was measured as device {table.device.get('name')!r}, not {device!r}; {again}")
+    if table.device.get("cpu_model") != cpu_model() or sorted(table.device.get("isa", [])) != isa_flags():
+        raise TableError(f"{path} was measured on another CPU ({table.device.get('cpu_model')}); {again}")
+    if Protocol.from_dict(table.protocol).to_dict() != protocol.to_dict():
+        raise TableError(f"{path} was measured with protocol {Protocol.from_dict(table.protocol)}, this run "
+                         f"asks for {protocol}; rerun with the same --runs/--trials/--threads or {again}")
+    return table
+
+
+def profile_space(space: SearchSpace, out: str | Path, device: str, protocol: Protocol | None = None,
+                  batch: int = 8, limit: int | None = None, progress: bool = True,
+                  on_batch: Callable[[LatencyTable], None] | None = None) -> LatencyTable:
+    """Measure every unit of ``space`` (and the Identity overhead) into the table at ``out``.
+
+    Args:
+        space: the search space.
+        out: table path; an existing partial table of the same space/device/protocol is continued.
+        device: device name recorded in the table (e.g. ``device_slug()``).
+        protocol: timing knobs (default ``Protocol()``).
+        batch: units per round-robin batch (the table is saved after each).
+        limit: stop after measuring this many new units (None: all); used to test resumption.
+        progress: show a tqdm bar with ETA on stderr.
+        on_batch: called with the table after each saved batch.
+
+    Returns:
+        The table as saved (complete unless ``limit`` stopped it).
+
+    Raises:
+        TableError: ``out`` is corrupted or belongs to another space, device, CPU or protocol.
+    """
+    protocol = protocol or Protocol()
+    out = Path(out)
+    table = _resume(out, space, device, protocol) if out.exists() else LatencyTable.new(space, device, protocol)
+    if table.overhead_ms is None:
+        r = measure_onnx([to_model("identity", Passthrough(), space.input_shape)], protocol)[0]
+        table.overhead_ms, table.overhead_spread = r.median_ms, r.spread
+        save_table(table, out)
+    keys = unit_keys(space)
+    todo = [(u, v) for u in space.latency_units() for v in space.unit_entries(u) if u.key(v) not in table.entries]
+    if limit is not None:
+        todo = todo[:limit]
+    bar = tqdm(total=len(keys), initial=len(keys) - len(table.missing(space)), unit="unit",
+               desc=f"profile {space.name}", disable=not progress, dynamic_ncols=True)
+    try:
+        for s in range(0, len(todo), batch):
+            chunk = todo[s:s + batch]
+            models = []
+            for u, v in chunk:
+                module, shape = space.build_unit(u, v)
+                models.append(to_model(u.key(v), module, shape))
+            for m, r in zip(models, measure_onnx(models, protocol), strict=True):
+                table.entries[m.name] = Entry(r.median_ms, r.spread)
+            save_table(table, out)
+            bar.update(len(chunk))
+            if on_batch is not None:
+                on_batch(table)
+    finally:
+        bar.close()
+    return table
