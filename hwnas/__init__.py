@@ -17,22 +17,34 @@ from .config import SearchConfig, TrainConfig
 from .errors import HwnasError
 from .search.loop import SearchResult, run_search
 from .search.retrain import TrainResult, train_arch
+from .search.sweep import SweepResult, run_sweep
 from .space import SPACES, get_space
 
 __version__ = "0.1.0"
 
 
-def search(*, out: str | Path | None = None, progress: bool = False, **config: Any) -> SearchResult:
-    """Run one search. Keyword arguments are ``SearchConfig`` fields (space, dataset, relaxation, ...).
+def search(*, out: str | Path | None = None, targets: list[float] | None = None, seeds: list[int] | None = None,
+           progress: bool = False, **config: Any) -> SearchResult | SweepResult:
+    """Run one search, or a sweep over latency targets and seeds.
+
+    Keyword arguments are ``SearchConfig`` fields (space, dataset, relaxation, latency_table, target_ms, ...).
 
     Args:
-        out: run folder (config.yaml, history.jsonl, checkpoint.pt, arch.json); None keeps it in memory.
-        progress: show a progress bar.
+        out: run folder (config.yaml, history.jsonl, checkpoint.pt, arch.json); None keeps one search in
+            memory (a sweep needs a folder).
+        targets, seeds: run one search per (target, seed) and return the ``SweepResult`` (candidates and
+            Pareto front, as written to candidates.jsonl and pareto.json).
+        progress: show progress bars.
 
     Returns:
-        The ``SearchResult`` whose ``to_json()`` is what ``arch.json`` holds.
+        ``SearchResult`` (whose ``to_json()`` is arch.json) or ``SweepResult``.
     """
-    return run_search(SearchConfig(**config), out, progress=progress)
+    cfg = SearchConfig(**config)
+    if targets or (seeds and len(seeds) > 1):
+        if out is None:
+            raise HwnasError("a sweep over targets or seeds writes a run folder: pass out=...")
+        return run_sweep(cfg, list(targets or [cfg.target_ms]), list(seeds or [cfg.seed]), out, progress=progress)
+    return run_search(cfg, out, progress=progress)
 
 
 def train(arch: SearchResult | dict[str, Any], *, inherit: str | Path | None = None, progress: bool = False,
@@ -44,5 +56,5 @@ def train(arch: SearchResult | dict[str, Any], *, inherit: str | Path | None = N
     return train_arch(space, a, hparams, TrainConfig(**config), inherit=inherit, progress=progress)[0]
 
 
-__all__ = ["SPACES", "HwnasError", "SearchConfig", "SearchResult", "TrainConfig", "TrainResult", "get_space",
+__all__ = ["SPACES", "HwnasError", "SearchConfig", "SearchResult", "SweepResult", "TrainConfig", "TrainResult", "get_space",
            "search", "train"]

@@ -42,18 +42,34 @@ class SearchConfig:
     lr: float = 0.05  # weight learning rate (SGD, cosine to 0)
     momentum: float = 0.9
     weight_decay: float = 3e-4
-    arch_lr: float = 0.01  # Adam on architecture logits
+    arch_lr: float = 0.05  # Adam on architecture logits (short searches need a brisk rate)
     arch_weight_decay: float = 1e-3
     tau_max: float | None = None  # temperature schedule; None = the relaxation's default
     tau_min: float | None = None
     learn_dropout: bool = False  # learn the space's continuous dropout rate on the validation loss
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch intra-op threads (None: torch's default)
+    # ---- hardware-aware search (needs a latency table) ----
+    latency_table: str | None = None  # table JSON; None with a target/hw_loss: the shipped table for this machine
+    hw_loss: str | None = None  # mul (FBNet) | add (ProxylessNAS) | budget (dual ascent); None: budget if target
+    target_ms: float | None = None  # latency budget; the derived arch is predicted <= it
+    hw_lambda: float | None = None  # add: weight of E[T]/T_ref (0.1); budget: initial multiplier (0)
+    dual_lr: float = 0.2  # budget: dual-ascent step on lambda per architecture step
+    fine_tune_epochs: int = 3  # sweeps: fine-tune each derived arch from the supernet before scoring it
 
     def __post_init__(self) -> None:
         from .data import DATASETS
         from .relax import RELAXATIONS
+        from .search.hardware import HW_LOSSES
         from .space import SPACES
+
+        if self.hw_loss is not None:
+            HW_LOSSES.get(self.hw_loss)
+        if self.target_ms is not None and self.target_ms <= 0:
+            raise ConfigError(f"target_ms must be > 0 (a latency budget in ms), got {self.target_ms}")
+        if self.hw_loss == "budget" and self.target_ms is None:
+            raise ConfigError("hw_loss 'budget' needs target_ms: pass --target-ms with the latency budget in ms")
+        _positive("fine_tune_epochs", self.fine_tune_epochs, allow_zero=True)
 
         SPACES.get(self.space)
         RELAXATIONS.get(self.relaxation)
@@ -69,6 +85,10 @@ class SearchConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
+    @property
+    def hardware_aware(self) -> bool:
+        return self.latency_table is not None or self.target_ms is not None or self.hw_loss is not None
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -79,6 +99,9 @@ class SearchConfig:
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**d)
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ from ..space import Arch, get_space
 from ..supernet import Supernet
 from ._dropout import LearnedRate
 from ._runtime import check_data_fits, evaluate, load_for, resolve_device, seed_everything, set_threads
-
-HardwareTerm = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+from .derive import derive
+from .hardware import load_latency_model, make_hardware_term
 
 
 @dataclass
@@ -67,6 +66,10 @@ class SearchState:
                                       weight_decay=cfg.arch_weight_decay)
         self.rates = {c.label: LearnedRate(c).to(device) for c in self.space.continuous} if cfg.learn_dropout else {}
         self.h_opt = (torch.optim.Adam([r.theta for r in self.rates.values()], lr=0.05) if self.rates else None)
+        self.latency, self.latency_path = load_latency_model(cfg, self.space)
+        self.hw = (make_hardware_term(self.latency, cfg.hw_loss, target_ms=cfg.target_ms, lam=cfg.hw_lambda,
+                                      dual_lr=cfg.dual_lr).to(device) if self.latency is not None else None)
+        self.target_ms = cfg.target_ms
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0  # next epoch to run
         self.step = 0
@@ -76,6 +79,7 @@ class SearchState:
         return {"net": self.net.state_dict(), "relax": self.relax.state_dict(), "w_opt": self.w_opt.state_dict(),
                 "a_opt": self.a_opt.state_dict(), "rates": {k: r.state_dict() for k, r in self.rates.items()},
                 "h_opt": self.h_opt.state_dict() if self.h_opt else None, "gen": self.gen.get_state(),
+                "hw": self.hw.state_dict() if self.hw is not None else None,
                 "epoch": self.epoch, "step": self.step, "history": self.history}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -88,7 +92,17 @@ class SearchState:
         if self.h_opt and s["h_opt"]:
             self.h_opt.load_state_dict(s["h_opt"])
         self.gen.set_state(s["gen"])
+        if self.hw is not None and s.get("hw") is not None:
+            self.hw.load_state_dict(s["hw"])
         self.epoch, self.step, self.history = s["epoch"], s["step"], s["history"]
+
+    def derive(self) -> tuple[Arch, float | None]:
+        """The arch to report: the most probable one, under the budget when there is one, and its
+        predicted latency (None without a latency table)."""
+        if self.latency is None:
+            return self.relax.derive(), None
+        with torch.no_grad():
+            return derive(self.latency, self.relax.probs(), self.target_ms)
 
     def hparams(self) -> dict[str, float]:
         return {k: round(r.value(), 4) for k, r in self.rates.items()}
@@ -102,7 +116,7 @@ def _lr_at(cfg: SearchConfig, epoch: float) -> float:
 
 
 def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-               hardware_term: HardwareTerm | None = None, splits: Splits | None = None) -> SearchResult:
+               splits: Splits | None = None) -> SearchResult:
     """Run one search to the end (resuming from ``out_dir/checkpoint.pt`` when it exists).
 
     Args:
@@ -110,11 +124,11 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         out_dir: run folder for ``config.yaml``, ``history.jsonl``, ``checkpoint.pt``, ``arch.json``;
             None keeps everything in memory.
         progress: show a progress bar over epochs.
-        hardware_term: ``f(ce, probs) -> (loss, metrics)`` added to the architecture loss; None = CE.
         splits: pre-loaded data (else loaded from ``cfg``).
 
     Returns:
-        The derived arch with its supernet validation accuracy and the per-epoch history.
+        The derived arch with its supernet validation accuracy and the per-epoch history; with a latency
+        table also its predicted and (onnxruntime, end to end) measured latency.
     """
     t0 = time.perf_counter()
     set_threads(cfg.threads)
@@ -137,7 +151,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
     bar = tqdm(total=cfg.epochs, initial=st.epoch, desc=f"search {cfg.space}/{cfg.relaxation}", unit="epoch",
                disable=not progress, dynamic_ncols=True)
     while st.epoch < cfg.epochs:
-        record = _run_epoch(st, cfg, splits, device, hardware_term)
+        record = _run_epoch(st, cfg, splits, device)
         fixed = Sample.fixed(st.space, record["arch"])
         st.net.eval()
         record["derived_val_loss"], record["derived_val_accuracy"] = evaluate(
@@ -152,16 +166,23 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
     bar.close()
 
     final = st.history[-1]
+    extra: dict[str, Any] = {}
+    if st.latency is not None:
+        from ..latency import measure_module
+
+        measured = measure_module(st.space.build(final["arch"]), st.space.input_shape, st.latency.protocol)
+        extra = {"predicted_latency_ms": final["predicted_latency_ms"], "measured_latency_ms": measured,
+                 "target_latency_ms": cfg.target_ms, "latency_table": st.latency_path,
+                 "device": st.latency.table.device}
     result = SearchResult(cfg.space, final["arch"], st.space.arch_id(final["arch"]), st.hparams(),
                           final["derived_val_accuracy"], st.history, out, time.perf_counter() - t0,
-                          dict(cfg.space_args))
+                          dict(cfg.space_args), extra)
     if out is not None:
         write_json(out / "arch.json", result.to_json())
     return result
 
 
-def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch.device,
-               hardware_term: HardwareTerm | None) -> dict[str, Any]:
+def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch.device) -> dict[str, Any]:
     epoch, t0 = st.epoch, time.perf_counter()
     arch_phase = epoch >= cfg.warmup_epochs
     span = max(cfg.epochs - cfg.warmup_epochs - 1, 1)
@@ -180,7 +201,7 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
         train_loss, train_acc, n_w = train_loss + loss, train_acc + acc, n_w + 1
         if not arch_phase:
             continue
-        m = arch_step(st, xv, yv, hardware_term, train_batch=(x, y), seed=cfg.seed * 7 + st.step)
+        m = arch_step(st, xv, yv, train_batch=(x, y), seed=cfg.seed * 7 + st.step)
         for k, v in m.items():
             arch_sums[k] = arch_sums.get(k, 0.0) + v
         n_a += 1
@@ -189,8 +210,13 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
     rec["train_loss"], rec["train_accuracy"] = train_loss / max(n_w, 1), train_acc / max(n_w, 1)
     names = {"arch_ce": "val_loss", "arch_acc": "val_accuracy"}  # of the sampled/mixed supernet
     rec.update({names.get(k, k): v / n_a for k, v in arch_sums.items()})
+    arch, predicted = st.derive()
     rec.update(relax=st.relax.describe(), entropy=st.relax.entropies(), probs=st.relax.probs_dict(),
-               hparams=st.hparams(), arch=st.relax.derive(), seconds=round(time.perf_counter() - t0, 3))
+               hparams=st.hparams(), arch=arch, seconds=round(time.perf_counter() - t0, 3))
+    if st.hw is not None:
+        with torch.no_grad():
+            rec["expected_latency_ms_end"] = float(st.hw.expected(st.relax.probs()))
+        rec.update(predicted_latency_ms=predicted, lambda_end=float(st.hw.lam), target_ms=cfg.target_ms)
     return rec
 
 
@@ -213,7 +239,7 @@ def weight_step(st: SearchState, x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     return loss.item(), float((logits.argmax(1) == y).float().mean())
 
 
-def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, hardware_term: HardwareTerm | None = None, *,
+def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, *,
               train_batch: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0) -> dict[str, float]:
     """One Adam step on the architecture logits (validation batch): ``loss = CE (+ hardware term)``.
 
@@ -228,8 +254,8 @@ def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, hardware_term: 
     ce = F.cross_entropy(logits, y)
     loss = st.relax.arch_loss(ce, sample)
     metrics: dict[str, float] = {}
-    if hardware_term is not None:
-        loss, metrics = hardware_term(loss, st.relax.probs())
+    if st.hw is not None:
+        loss, metrics = st.hw(loss, st.relax.probs())
     st.a_opt.zero_grad(set_to_none=True)
     st.w_opt.zero_grad(set_to_none=True)
     loss.backward()

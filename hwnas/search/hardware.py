@@ -1,0 +1,129 @@
+"""The hardware term of the architecture loss, from the exact expected latency ``E[T]``.
+
+Three forms, chosen with ``--hw-loss`` (``budget`` is the default when ``--target-ms`` is given):
+
+* ``mul`` (FBNet):          ``L = CE * a * log(E[T] / 1us) ** b``            (a = 0.2, b = 0.6)
+* ``add`` (ProxylessNAS):   ``L = CE + lam * E[T] / T_ref``                    (lam = 0.1)
+* ``budget``:               ``L = CE + lam * (E[T] / T - 1)`` with ``lam >= 0`` adapted by dual ascent
+  after every architecture step, ``lam <- max(0, lam + eta * (E[T] / (T * (1 - margin)) - 1))``:
+  it grows while the expected latency is over the (slightly tightened) budget and relaxes once under
+  it, so the distribution settles at the budget instead of wherever a fixed penalty puts it.
+
+FBNet's log is taken of the latency in microseconds so that it stays positive for the sub-millisecond
+networks of small spaces. Every form's gradient reaches the architecture logits exactly through
+``probs()``; relaxations and latency models stay unaware of each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..latency import LatencyModel
+from ..registry import Registry
+
+HW_LOSSES: Registry[type] = Registry("hardware loss")
+
+
+class HardwareTerm(nn.Module):
+    """``term(loss, probs) -> (loss with the hardware cost, metrics)``; state lives in buffers so that
+    it is checkpointed with the search."""
+
+    name = "base"
+
+    def __init__(self, model: LatencyModel, *, target_ms: float | None, ref_ms: float, lam: float,
+                 a: float, b: float, dual_lr: float, margin: float) -> None:
+        super().__init__()
+        self.model = model
+        self.target_ms, self.ref_ms = target_ms, ref_ms
+        self.a, self.b, self.dual_lr, self.margin = a, b, dual_lr, margin
+        self.register_buffer("lam", torch.tensor(float(lam)))
+
+    def expected(self, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.expected(probs)
+
+    def cost(self, loss: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, loss: torch.Tensor, probs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        t = self.expected(probs).to(loss.dtype)
+        out = self.cost(loss, t)
+        metrics = {"expected_latency_ms": float(t.detach()), "lambda": float(self.lam)}
+        self.after_step(float(t.detach()))
+        return out, metrics
+
+    def after_step(self, t: float) -> None:
+        """Update internal state after one architecture step (dual ascent for ``budget``)."""
+
+
+@HW_LOSSES.register("mul")
+class MulTerm(HardwareTerm):
+    name = "mul"
+
+    def cost(self, loss, t):
+        return loss * self.a * torch.log(t / 1e-3).clamp_min(1e-6) ** self.b
+
+
+@HW_LOSSES.register("add")
+class AddTerm(HardwareTerm):
+    name = "add"
+
+    def cost(self, loss, t):
+        return loss + float(self.lam) * t / self.ref_ms
+
+
+@HW_LOSSES.register("budget")
+class BudgetTerm(HardwareTerm):
+    name = "budget"
+
+    def cost(self, loss, t):
+        return loss + float(self.lam) * (t / self.target_ms - 1.0)
+
+    def after_step(self, t: float) -> None:
+        violation = t / (self.target_ms * (1.0 - self.margin)) - 1.0
+        self.lam.fill_(max(0.0, float(self.lam) + self.dual_lr * violation))
+
+
+def make_hardware_term(model: LatencyModel, kind: str | None, *, target_ms: float | None = None,
+                       lam: float | None = None, a: float = 0.2, b: float = 0.6, dual_lr: float = 0.2,
+                       margin: float = 0.02) -> HardwareTerm:
+    """Build the hardware term ``kind`` (mul, add, budget; None = budget if a target is given, else mul).
+
+    Raises:
+        ConfigError: ``budget`` without a target, or a non-positive target.
+    """
+    kind = kind or ("budget" if target_ms is not None else "mul")
+    if target_ms is not None and target_ms <= 0:
+        raise ConfigError(f"--target-ms must be > 0, got {target_ms}")
+    if kind == "budget" and target_ms is None:
+        raise ConfigError("--hw-loss budget needs --target-ms (the latency budget in ms)")
+    lo, hi = model.min_latency()[1], model.max_latency()[1]
+    ref = target_ms if target_ms is not None else math.sqrt(lo * hi)
+    default_lam = 0.0 if kind == "budget" else 0.1
+    return HW_LOSSES.get(kind)(model, target_ms=target_ms, ref_ms=ref, lam=default_lam if lam is None else lam,
+                               a=a, b=b, dual_lr=dual_lr, margin=margin)
+
+
+def load_latency_model(cfg, space) -> tuple[LatencyModel | None, str | None]:
+    """The latency model a hardware-aware search uses: ``cfg.latency_table``, or the shipped table that
+    matches this machine when only a target or a loss form is given, and its path; (None, None) for
+    accuracy-only searches.
+
+    Raises:
+        ConfigError: hardware-aware search asked for, but no table given or shipped for this machine.
+    """
+    if not cfg.hardware_aware:
+        return None, None
+    from ..latency import default_table_path, find_table
+
+    path = cfg.latency_table or find_table(space.name)
+    if path is None:
+        raise ConfigError(f"a latency budget or hardware loss needs a latency table for {space.name}, and none "
+                          f"shipped with hwnas matches this machine; measure one with `hwnas profile --space "
+                          f"{space.name} --device mydevice` and pass --latency-table "
+                          f"{default_table_path(space.name, 'mydevice')}")
+    return LatencyModel.load(path, space), str(path)

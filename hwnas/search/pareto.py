@@ -1,0 +1,62 @@
+"""Candidates and the accuracy/latency Pareto front (pure Python, no Ray: the driver and tests share it).
+
+A candidate is a dict ``{arch, arch_id, accuracy, accuracy_kind, predicted_latency_ms,
+measured_latency_ms, target_latency_ms, shard, ...}``. The front keeps candidates that no other
+candidate beats on both accuracy (higher) and latency (lower; measured when known, else predicted).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .._io import write_json
+
+Candidate = dict[str, Any]
+
+
+def latency_of(c: Candidate) -> float:
+    m = c.get("measured_latency_ms")
+    return float(m if m is not None else c["predicted_latency_ms"])
+
+
+def pareto_front(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """Non-dominated candidates, fastest first; duplicates of an arch keep their best accuracy.
+
+    Ties are broken deterministically (latency, then -accuracy, then arch id, then shard), so the same
+    candidates always give the same front whatever order they arrive in.
+    """
+    best: dict[str, Candidate] = {}
+    for c in candidates:
+        k = c["arch_id"]
+        if k not in best or (c["accuracy"], -latency_of(c), str(c.get("shard"))) > (
+                best[k]["accuracy"], -latency_of(best[k]), str(best[k].get("shard"))):
+            best[k] = c
+    ordered = sorted(best.values(), key=lambda c: (latency_of(c), -c["accuracy"], c["arch_id"], str(c.get("shard"))))
+    front, top = [], float("-inf")
+    for c in ordered:
+        if c["accuracy"] > top:
+            front.append(c)
+            top = c["accuracy"]
+    return front
+
+
+def read_candidates(path: str | Path) -> list[Candidate]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def write_front(run_dir: str | Path, candidates: list[Candidate]) -> list[Candidate]:
+    """Rewrite ``candidates.jsonl`` (all, sorted by shard) and ``pareto.json`` atomically; return the front."""
+    run = Path(run_dir)
+    ordered = sorted(candidates, key=lambda c: str(c.get("shard")))
+    tmp = run / "candidates.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(c) + "\n" for c in ordered))
+    tmp.replace(run / "candidates.jsonl")
+    front = pareto_front(ordered)
+    write_json(run / "pareto.json", front)
+    return front
