@@ -16,9 +16,12 @@ DESCRIPTION = """\
 hwnas: hardware-aware differentiable neural architecture search.
 
 Typical flow:
-  hwnas spaces                                   list the search spaces
-  hwnas search --space seed-cnn --out runs/a     search a supernet, derive arch.json
-  hwnas train runs/a/arch.json                   retrain the derived arch, report test accuracy
+  hwnas spaces                                        list the search spaces
+  hwnas profile --space seed-cnn --device mycpu       measure a latency table (shipped for this CPU)
+  hwnas search --space seed-cnn --target-ms 0.04 --out runs/a
+                                                      search under a 0.04 ms budget, derive arch.json
+  hwnas search --targets 0.02,0.04,0.08 --out runs/p  one search per budget -> pareto.json
+  hwnas train runs/a/arch.json                        retrain the derived arch, report test accuracy
 Run `hwnas COMMAND --help` for the options of each command."""
 
 

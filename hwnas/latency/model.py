@@ -157,8 +157,8 @@ class LatencyModel:
         return total
 
     # ---- extremes ------------------------------------------------------------------------------------
-    def _components(self) -> list[tuple[list[str], list[int]]]:
-        """Groups of labels linked by shared units, with the indices of their units."""
+    def components(self) -> list[tuple[list[str], list[int]]]:
+        """Groups of labels linked by shared units, with the indices (in ``self.units``) of their units."""
         parent = {lab: lab for lab in self.space.labels}
 
         def find(a: str) -> str:
@@ -181,7 +181,7 @@ class LatencyModel:
     def _extreme(self, sign: float) -> tuple[dict[str, Any], float]:
         arch: dict[str, Any] = {}
         total = self.c0 + sum(float(w) for u, w in zip(self.units, self._terms, strict=True) if not u.labels)
-        for labs, members in self._components():
+        for labs, members in self.components():
             sizes = [len(self.space.choice(lab).values) for lab in labs]
             if math.prod(sizes) > MAX_JOINT:
                 raise ValueError(f"labels {labs} share units over {math.prod(sizes)} combinations; too many to "

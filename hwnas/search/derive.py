@@ -26,26 +26,12 @@ class BudgetError(HwnasError):
     """No arch of the space meets the latency budget on this table."""
 
 
-def _components(labels: list[str], unit_labels: list[tuple[str, ...]]) -> list[list[str]]:
-    parent = {lab: lab for lab in labels}
-
-    def find(a: str) -> str:
-        while parent[a] != a:
-            a = parent[a]
-        return a
-
-    for labs in unit_labels:
-        for lab in labs[1:]:
-            parent[find(lab)] = find(labs[0])
-    groups: dict[str, list[str]] = {}
-    for lab in labels:
-        groups.setdefault(find(lab), []).append(lab)
-    return list(groups.values())
-
-
-def _options(model: LatencyModel, labs: list[str], logp: Mapping[str, list[float]]) -> list[tuple[float, float, dict]]:
+def _options(model: LatencyModel, labs: list[str], units: list[int],
+             logp: Mapping[str, list[float]]) -> list[tuple[float, float, dict]]:
+    """Every assignment of the linked labels ``labs``: (latency of their units, log-prob, values)."""
     space = model.space
-    members = [(ul, w.numpy()) for ul, w in model.unit_tensors() if ul and set(ul) <= set(labs)]
+    tensors = model.unit_tensors()
+    members = [(tensors[i][0], tensors[i][1].numpy()) for i in units]
     values = [space.choice(lab).values for lab in labs]
     if math.prod(len(v) for v in values) > MAX_COMPONENT:
         raise HwnasError(f"labels {labs} are linked by latency units over too many combinations to derive exactly")
@@ -83,8 +69,8 @@ def derive(model: LatencyModel, probs: Mapping[str, torch.Tensor], budget_ms: fl
     const = model.c0 + sum(float(w) for ul, w in tensors if not ul)
     limit = math.inf if budget_ms is None else budget_ms - const
     states: list[tuple[float, float, dict]] = [(0.0, 0.0, {})]
-    for labs in _components(space.labels, [ul for ul, _ in tensors if ul]):
-        opts = _options(model, labs, logp)
+    for labs, units in model.components():
+        opts = _options(model, labs, units, logp)
         states = _frontier([(a[0] + b[0], a[1] + b[1], {**a[2], **b[2]}) for a in states for b in opts], limit)
         if not states:
             fast, t = model.min_latency()
