@@ -41,6 +41,16 @@ def test_rerun_of_a_finished_run_resumes_instead_of_recomputing(tmp_path):
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
 
 
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    from hwnas.errors import ConfigError
+
+    cfg = SearchConfig(relaxation="single-path", epochs=2, warmup_epochs=1, data_limit=100, threads=1)
+    run_search(cfg, tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="epochs: 2 -> 3"):
+        run_search(cfg.replace(epochs=3), tmp_path, progress=False)
+    run_search(cfg.replace(threads=2), tmp_path, progress=False)  # run-time settings may change
+
+
 def test_learned_dropout_moves_and_reaches_the_arch_file(tmp_path):
     cfg = SearchConfig(relaxation="gumbel", epochs=4, warmup_epochs=1, data_limit=300, learn_dropout=True, threads=1)
     result = run_search(cfg, tmp_path, progress=False)

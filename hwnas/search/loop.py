@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._io import append_jsonl, save_torch, write_json
-from ..config import SearchConfig, write_yaml
+from ..config import SearchConfig, read_yaml, write_yaml
 from ..data import Splits, make_loader
+from ..errors import ConfigError
 from ..relax import Sample, make_relaxation
 from ..space import Arch, get_space
 from ..supernet import Supernet
@@ -108,6 +109,22 @@ class SearchState:
         return {k: round(r.value(), 4) for k, r in self.rates.items()}
 
 
+# settings that may differ when a run is resumed (they do not change what is computed)
+_RESUMABLE = {"device", "threads", "data_root"}
+
+
+def _check_same_run(out: Path, cfg: SearchConfig) -> None:
+    """A checkpoint is resumed only by the config that wrote it; anything else would mix two runs."""
+    if not (out / "config.yaml").is_file():
+        return
+    old = read_yaml(out / "config.yaml")
+    diff = sorted(k for k, v in cfg.to_dict().items() if k not in _RESUMABLE and old.get(k, v) != v)
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in diff)
+        raise ConfigError(f"{out} holds a search with other settings ({shown}); resume it with the same settings "
+                          "or pass a new --out")
+
+
 def _lr_at(cfg: SearchConfig, epoch: float) -> float:
     """Cosine schedule from ``cfg.lr`` to 0 over the search."""
     import math
@@ -142,6 +159,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         out.mkdir(parents=True, exist_ok=True)
         ckpt = out / "checkpoint.pt"
         if ckpt.exists():
+            _check_same_run(out, cfg)
             st.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
         else:
             (out / "history.jsonl").unlink(missing_ok=True)
