@@ -36,9 +36,12 @@ def test_run_folder_contents(tmp_path):
 def test_rerun_of_a_finished_run_resumes_instead_of_recomputing(tmp_path):
     cfg = SearchConfig(relaxation="gumbel", epochs=2, warmup_epochs=1, data_limit=100, threads=1)
     first = run_search(cfg, tmp_path, progress=False)
+    with open(tmp_path / "history.jsonl", "a") as f:  # an epoch that died after logging, before its checkpoint
+        f.write('{"epoch": 2, "partial": true}\n')
     again = run_search(cfg, tmp_path, progress=False)
     assert again.history == first.history and again.arch == first.arch
-    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
+    lines = [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1] and lines == first.history
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

@@ -9,6 +9,7 @@ state atomically, so an interrupted search resumes where it stopped.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,10 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         if ckpt.exists():
             _check_same_run(out, cfg)
             st.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
+            # the checkpoint is the truth: drop history lines of an epoch that died before its checkpoint
+            tmp = out / "history.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in st.history))
+            tmp.replace(out / "history.jsonl")
         else:
             (out / "history.jsonl").unlink(missing_ok=True)
         write_yaml(out / "config.yaml", cfg.to_dict())
@@ -191,7 +196,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         measured = measure_module(st.space.build(final["arch"]), st.space.input_shape, st.latency.protocol)
         extra = {"predicted_latency_ms": final["predicted_latency_ms"], "measured_latency_ms": measured,
                  "target_latency_ms": cfg.target_ms, "latency_table": st.latency_path,
-                 "device": st.latency.table.device}
+                 "device": st.latency.table.device.get("name")}
     result = SearchResult(cfg.space, final["arch"], st.space.arch_id(final["arch"]), st.hparams(),
                           final["derived_val_accuracy"], st.history, out, time.perf_counter() - t0,
                           dict(cfg.space_args), extra)
