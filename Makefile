@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	rm -rf runs/demo
 	$(BIN)/hwnas search --space seed-cnn --dataset digits --relaxation gumbel --epochs 8 --out runs/demo
 	$(BIN)/hwnas train runs/demo/arch.json --epochs 10
 
