@@ -6,6 +6,7 @@ Python API (the CLI calls the same functions)::
     result = hwnas.search(space="seed-cnn", dataset="digits", relaxation="gumbel", epochs=8, out="runs/a")
     trained = hwnas.train(result, epochs=10)
     print(trained.test_accuracy)
+    manifest = hwnas.export("runs/a", "exports/a", int8=True)   # ONNX + checks + manifest
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from .config import SearchConfig, TrainConfig
 from .errors import HwnasError
+from .export import export
 from .search.loop import SearchResult, run_search
 from .search.retrain import TrainResult, train_arch
 from .search.sweep import SweepResult, run_sweep
@@ -56,5 +58,5 @@ def train(arch: SearchResult | dict[str, Any], *, inherit: str | Path | None = N
     return train_arch(space, a, hparams, TrainConfig(**config), inherit=inherit, progress=progress)[0]
 
 
-__all__ = ["SPACES", "HwnasError", "SearchConfig", "SearchResult", "SweepResult", "TrainConfig", "TrainResult", "get_space",
+__all__ = ["SPACES", "HwnasError", "export", "SearchConfig", "SearchResult", "SweepResult", "TrainConfig", "TrainResult", "get_space",
            "search", "train"]

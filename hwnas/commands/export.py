@@ -1,0 +1,74 @@
+"""``hwnas export RUN_DIR --out DIR``: ONNX (+ .ort, int8) of a searched arch, checked, timed, with a manifest."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+examples:
+  hwnas export runs/digits --out exports/digits              best arch, supernet weights, model.onnx
+  hwnas export runs/digits --weights digits.pt --out exp/d   weights of `hwnas train ... --save digits.pt`
+  hwnas export runs/pareto --arch all --out exports/pareto   every Pareto entry into exports/pareto/<arch_id>/
+  hwnas export runs/digits --ort --int8 --out exports/mobile ORT Mobile file + int8 QDQ model, compared
+  hwnas export runs/digits --dynamic-batch --out exports/b   batch axis of x/y left dynamic
+
+The folder holds model.onnx (eval mode, BatchNorm folded, input x (1|batch, C, H, W), output y = logits),
+optionally model.ort + required_operators.config and model.int8.onnx, and manifest.json: arch, accuracy
+on the run's test split (through onnxruntime), measured latency (onnxruntime, the latency table's
+protocol) next to the table's prediction, parity error vs torch and its tolerance, opset, versions and
+the sha256 of every file. It is written to a temp folder and renamed at the end: a failed export leaves
+nothing behind and keeps a previous export at --out."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a searched arch to ONNX/ORT/int8 with a checked manifest",
+                       description="Export an arch of a search run as a plain network (ONNX), check it with the "
+                                   "ONNX checker and against torch, measure its accuracy and latency with "
+                                   "onnxruntime, and write a manifest.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder of a finished `hwnas search` (arch.json or pareto.json)")
+    p.add_argument("--arch", default="best", metavar="ID|best|all",
+                   help="best (default: arch.json, or the most accurate Pareto entry), an arch id, or all")
+    p.add_argument("--weights", metavar="CKPT",
+                   help="weights saved by `hwnas train ARCH.json --save CKPT` (default: the run's supernet weights)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--ort", action="store_true", help="also write model.ort and required_operators.config")
+    p.add_argument("--int8", action="store_true",
+                   help="also write model.int8.onnx (static QDQ, calibrated on training images) and time it")
+    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch axis dynamic (default: 1)")
+    p.add_argument("--latency-table", metavar="PATH",
+                   help="table for the predicted latency (default: the shipped table matching this CPU)")
+    p.add_argument("--out", required=True, metavar="DIR", help="export folder (created or replaced on success)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=run)
+
+
+def _summary(m: dict) -> None:
+    pred = m.get("predicted_latency_ms")
+    pred_s = f"predicted {pred:.4f} ms" if pred is not None else "no prediction (no latency table)"
+    print(f"arch {m['arch_id']}: accuracy {m['accuracy']:.4f} (onnxruntime, test split), latency measured "
+          f"{m['measured_latency_ms']:.4f} ms, {pred_s}; parity {m['parity_max_abs_err']:.2g} "
+          f"(tolerance {m['parity_tolerance']:g})")
+    q = m.get("int8")
+    if q:
+        print(f"  int8: accuracy {q['accuracy']:.4f}, latency {q['measured_latency_ms']:.4f} ms "
+              f"({q['speedup_vs_fp32']:.2f}x fp32)")
+        if not q["faster_than_fp32"]:
+            print(f"  note: {q['note']}")
+    if m.get("latency_warning"):
+        print(f"  warning: {m['latency_warning']}")
+
+
+def run(args) -> int:
+    from ..export import export
+    from ._common import print_json
+
+    manifest = export(args.run_dir, args.out, arch=args.arch, weights=args.weights, opset=args.opset, ort=args.ort,
+                      int8=args.int8, dynamic_batch=args.dynamic_batch, latency_table=args.latency_table)
+    if args.json:
+        print_json(manifest)
+        return 0
+    for m in manifest.get("exports", [manifest]):
+        _summary(m)
+    print(f"wrote {args.out}/manifest.json")
+    return 0

@@ -1,0 +1,247 @@
+"""Deployment export: arch -> plain module -> ONNX (+ ``.ort``, int8), checked, timed, with a manifest.
+
+``export(run_dir, out)`` writes, atomically (temp folder next to ``out``, renamed at the end)::
+
+    out/model.onnx  [model.ort required_operators.config]  [model.int8.onnx]  manifest.json
+
+or, with ``arch="all"``, one such folder per Pareto entry under ``out/<arch_id>/`` plus an index
+``out/manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import write_json
+from ..errors import HwnasError
+from ..latency.protocol import Model, Protocol
+from . import _onnx
+from ._select import Selected, load_module, run_config, select
+
+PARITY_TOLERANCE = 1e-4  # max |onnxruntime - torch| on logits, fp32, per unit of logit scale (see _export_one)
+PARITY_SAMPLES = 64  # test images compared against torch
+CALIBRATION_SAMPLES = 128  # training images for int8 calibration
+LATENCY_GAP = 0.10  # warn when measured and predicted latency differ by more than this fraction
+
+
+class LatencyGapWarning(UserWarning):
+    """The exported model's measured latency is more than 10% away from the table's prediction."""
+
+
+def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights: str | Path | None = None,
+           opset: int = 17, ort: bool = False, int8: bool = False, dynamic_batch: bool = False,
+           latency_table: str | Path | None = None, protocol: Protocol | None = None) -> dict[str, Any]:
+    """Export an arch of a search run to ONNX, check it, time it and write ``manifest.json``.
+
+    Args:
+        run_dir: a ``hwnas search --out`` folder (single search: arch.json; sweep: pareto.json + shards/).
+        out: the export folder (replaced only when the export succeeds; an existing non-export folder is
+            refused).
+        arch: ``best`` (arch.json, or the most accurate Pareto entry), an arch id, or ``all`` (every Pareto
+            entry into ``out/<arch_id>/``).
+        weights: a ``hwnas train --save`` file; default: the run's supernet weights (``checkpoint.pt``).
+        opset: ONNX opset (TorchScript exporter).
+        ort: also write ``model.ort`` and ``required_operators.config`` (ORT Mobile, reduced builds).
+        int8: also write ``model.int8.onnx`` (static QDQ, calibrated on training images) and compare it.
+        dynamic_batch: make the batch axis of ``x``/``y`` dynamic (default: fixed batch 1).
+        latency_table: table for the predicted latency (default: the shipped table matching this CPU).
+        protocol: timing protocol override (default: the table's protocol, else ``Protocol()``).
+
+    Returns:
+        The manifest (for ``all``: the index, with one manifest per arch under ``"exports"``).
+
+    Raises:
+        HwnasError: bad run folder, arch id, weights or checkpoint; a model that fails the ONNX checker or
+            whose onnxruntime outputs differ from torch by more than the tolerance.
+    """
+    if not isinstance(opset, int) or not 13 <= opset <= 21:
+        raise HwnasError(f"--opset {opset} is not supported; use 13..21 (17 is the default)")
+    out = Path(out)
+    sels = select(run_dir, arch)
+    if weights is not None and len(sels) > 1:
+        raise HwnasError("--weights holds one network; use --arch ID (or best) with it, not --arch all")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file())):
+        raise HwnasError(f"--out {out} exists and is not an export folder; pick a new folder (it is replaced "
+                         "only when it holds a previous export)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; the export folder is an ordinary one
+    try:
+        cfg = run_config(Path(run_dir))
+        data = _Data(sels[0], cfg)
+        opts = dict(weights=weights, opset=opset, ort=ort, int8=int8, dynamic_batch=dynamic_batch,
+                    latency_table=latency_table, protocol=protocol)
+        if arch == "all":
+            exports = []
+            for sel in sels:
+                (tmp / sel.arch_id).mkdir()
+                exports.append(_export_one(sel, tmp / sel.arch_id, data, **opts))
+            manifest = {"run_dir": str(Path(run_dir).resolve()), "arch": "all",
+                        "exports": [{"arch_id": m["arch_id"], "folder": m["arch_id"], "accuracy": m["accuracy"],
+                                     "measured_latency_ms": m["measured_latency_ms"],
+                                     "predicted_latency_ms": m.get("predicted_latency_ms")} for m in exports]}
+            write_json(tmp / "manifest.json", manifest)
+            manifest = {**manifest, "exports": exports}
+        else:
+            manifest = _export_one(sels[0], tmp, data, **opts)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``; a previous export at ``out`` is removed only after the move succeeds."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _Data:
+    """Test and calibration images of the run's dataset (config.yaml: dataset, data_root, data_limit, seed)."""
+
+    def __init__(self, sel: Selected, cfg: dict[str, Any]) -> None:
+        from ..search._runtime import load_for
+
+        self.dataset = cfg.get("dataset", "digits")
+        splits = load_for(sel.space, self.dataset, cfg.get("data_root"), int(cfg.get("seed", 0)), cfg.get("data_limit"))
+        self.x_test = splits.test.tensors[0].numpy().astype(np.float32)  # (N, C, H, W)
+        self.y_test = splits.test.tensors[1].numpy()  # (N,)
+        self.x_calib = splits.train.tensors[0][:CALIBRATION_SAMPLES].numpy().astype(np.float32)
+        self.description = splits.description
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _prediction(sel: Selected, latency_table: str | Path | None) -> tuple[Any, str | None, str | None]:
+    """(LatencyModel or None, table path, note)."""
+    from ..latency.model import LatencyModel
+    from ..latency.store import find_table
+
+    path = Path(latency_table) if latency_table is not None else find_table(sel.space.name)
+    if path is None:
+        return None, None, (f"no latency table of space {sel.space.name!r} matches this CPU; predicted latency "
+                            "omitted (pass --latency-table PATH or run `hwnas profile`)")
+    if not path.is_file():
+        raise HwnasError(f"--latency-table {path} does not exist; check the path")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LatencyModel.load(path, sel.space)
+    return model, str(path), None
+
+
+def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort, int8, dynamic_batch,
+                latency_table, protocol) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from .. import __version__
+    from ..latency.measure import measure_onnx
+
+    space = sel.space
+    module = load_module(sel, weights)
+    onnx_path = folder / "model.onnx"
+    _onnx.export_file(module, space.input_shape, onnx_path, opset, dynamic_batch)
+    ops = _onnx.check_file(onnx_path)
+    batchnorm = ops.get("BatchNormalization", 0)
+
+    # parity and accuracy through onnxruntime, on the test split
+    sess = _onnx.session(onnx_path)
+    batch = 32 if dynamic_batch else 1
+    logits = _onnx.run_batches(sess, data.x_test, batch)
+    n = min(PARITY_SAMPLES, len(data.x_test))
+    ref = _onnx.torch_outputs(module, data.x_test[:n])
+    parity = float(np.abs(logits[:n] - ref).max()) if n else 0.0
+    scale = max(1.0, float(np.abs(ref).max())) if n else 1.0  # fp32 rounding grows with the logits' size
+    tolerance = PARITY_TOLERANCE * scale
+    if not parity <= tolerance:
+        raise HwnasError(f"onnxruntime and torch outputs differ by {parity:.3g} (> tolerance {tolerance:.3g}) "
+                         f"for arch {sel.arch_id}; try another --opset, and report it if it persists")
+    acc = _onnx.accuracy(logits, data.y_test)
+
+    # latency: predicted by the table, measured end to end with the table's protocol
+    lat_model, table_path, note = _prediction(sel, latency_table)
+    proto = protocol or (lat_model.protocol if lat_model is not None else Protocol())
+    shape1 = (1, *space.input_shape)
+    models = [Model("fp32", onnx_path.read_bytes(), shape1)]
+    manifest: dict[str, Any] = {
+        "space": space.name, "arch": sel.arch, "arch_id": sel.arch_id, "hparams": sel.hparams,
+        "weights": str(weights) if weights is not None else f"supernet weights of {sel.source / 'checkpoint.pt'}",
+        "dataset": data.description,
+        "input": {"name": "x", "shape": ["batch" if dynamic_batch else 1, *space.input_shape], "dtype": "float32"},
+        "output": {"name": "y", "shape": ["batch" if dynamic_batch else 1, space.num_classes],
+                   "meaning": "logits"},
+        "dynamic_batch": dynamic_batch, "opset": opset, "exporter": "torch.onnx TorchScript (dynamo=False)",
+        "ops": ops, "batchnorm_folded": batchnorm == 0,
+        "parity_max_abs_err": parity, "parity_tolerance": tolerance, "parity_samples": n,
+        "parity_tolerance_rule": f"{PARITY_TOLERANCE:g} x max(1, max |torch logit|) over the parity samples",
+        "accuracy": acc, "accuracy_samples": len(data.y_test),
+    }
+    if ort:
+        ort_path, _ = _onnx.convert_ort(onnx_path, folder)
+        ort_out = _onnx.run_batches(_onnx.session(ort_path), data.x_test[:n], batch)
+        manifest["ort"] = {"file": ort_path.name, "required_operators": "required_operators.config",
+                           "max_abs_err_vs_onnx": float(np.abs(ort_out - logits[:n]).max()) if n else 0.0,
+                           "optimization_style": "Fixed"}
+    if int8:
+        q_path = folder / "model.int8.onnx"
+        settings = _onnx.quantize_int8(onnx_path, q_path, data.x_calib)
+        q_logits = _onnx.run_batches(_onnx.session(q_path), data.x_test, batch)
+        manifest["int8"] = {"file": q_path.name, **settings, "accuracy": _onnx.accuracy(q_logits, data.y_test),
+                            "agreement_with_fp32": float((q_logits.argmax(1) == logits.argmax(1)).mean())}
+        models.append(Model("int8", q_path.read_bytes(), shape1))
+    results = measure_onnx(models, proto)  # round-robin: fp32 and int8 timed side by side
+    measured = results[0].median_ms
+    manifest["measured_latency_ms"] = measured
+    manifest["measured_spread"] = results[0].spread
+    manifest["latency_protocol"] = proto.to_dict()
+    if lat_model is not None:
+        predicted = lat_model.predict(sel.arch)
+        gap = abs(measured - predicted) / predicted if predicted > 0 else float("inf")
+        manifest.update(predicted_latency_ms=predicted, latency_table=table_path, latency_gap=gap,
+                        latency_table_calibrated=lat_model.calibrated)
+        if gap > LATENCY_GAP:
+            msg = (f"arch {sel.arch_id}: measured {measured:.4f} ms is {gap:.0%} away from the predicted "
+                   f"{predicted:.4f} ms (table {table_path}); recalibrate the table (`hwnas latency calibrate`) "
+                   "or profile this device")
+            manifest["latency_warning"] = msg
+            warnings.warn(msg, LatencyGapWarning, stacklevel=3)
+    else:
+        manifest["predicted_latency_ms"] = None
+        manifest["latency_note"] = note
+    if int8:
+        q_ms = results[1].median_ms
+        faster = q_ms < measured
+        manifest["int8"].update(measured_latency_ms=q_ms, speedup_vs_fp32=measured / q_ms if q_ms > 0 else None,
+                                faster_than_fp32=faster)
+        if not faster:
+            manifest["int8"]["note"] = (f"int8 is not faster than fp32 on this CPU ({q_ms:.4f} ms vs "
+                                        f"{measured:.4f} ms); deploy model.onnx here")
+    manifest["versions"] = {"hwnas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                            "onnxruntime": onnxruntime.__version__}
+    manifest["files"] = {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size}
+                         for f in sorted(folder.iterdir()) if f.is_file()}
+    write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+__all__ = ["PARITY_TOLERANCE", "LatencyGapWarning", "export"]

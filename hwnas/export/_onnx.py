@@ -1,0 +1,160 @@
+"""ONNX files and their checks: export, checker, parity, accuracy, ``.ort`` conversion, int8 QDQ."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ..errors import HwnasError
+
+
+def export_file(module: nn.Module, input_shape: Sequence[int], path: Path, opset: int, dynamic_batch: bool) -> None:
+    """Export ``module`` (eval mode, BatchNorm folded by constant folding) to ``path``; input ``x``, output ``y``.
+
+    The TorchScript exporter (``dynamo=False``) is used: its ``dynamic_axes`` makes a real dynamic batch axis.
+    """
+    module = module.eval()
+    x = torch.zeros(1, *input_shape)  # (1, C, H, W)
+    axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic_batch else None
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=opset, input_names=["x"],
+                              output_names=["y"], do_constant_folding=True, dynamic_axes=axes)
+    except (torch.onnx.errors.OnnxExporterError, RuntimeError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HwnasError(f"torch could not export the network at opset {opset} ({msg}); try --opset 17") from None
+    path.write_bytes(buf.getvalue())
+
+
+def check_file(path: Path) -> dict:
+    """``onnx.checker`` (full check) and strict shape inference; returns the op histogram of the graph.
+
+    Raises:
+        HwnasError: the file fails the checker or shape inference.
+    """
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise HwnasError(f"the exported {path.name} fails the ONNX checker ({str(err).splitlines()[0]}); "
+                         "report it with the arch and --opset") from None
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return dict(sorted(ops.items()))
+
+
+def session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session with ``threads`` intra-op threads (``.onnx`` or ``.ort``)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_batches(sess: ort.InferenceSession, x: np.ndarray, batch: int) -> np.ndarray:
+    """Outputs of ``sess`` for ``x`` (N, C, H, W), fed ``batch`` samples at a time -> (N, classes)."""
+    outs = [sess.run(["y"], {"x": np.ascontiguousarray(x[i:i + batch])})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs)
+
+
+@torch.no_grad()
+def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
+    return module.eval()(torch.from_numpy(x)).numpy()
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
+
+
+def convert_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path]:
+    """ORT format for ORT Mobile: ``model.ort`` and ``required_operators.config`` (reduced-build op list).
+
+    Uses onnxruntime's ``convert_onnx_models_to_ort`` (fixed optimisations, the portable style).
+    """
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    work = out_dir / "_ort"
+    work.mkdir()
+    src = work / onnx_path.name
+    src.write_bytes(onnx_path.read_bytes())
+    quiet = logging.getLogger("ort_format_model.utils")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:  # the converter prints progress; keep stdout clean for --json
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            convert_onnx_models_to_ort(src, output_dir=work, optimization_styles=[OptimizationStyle.Fixed])
+    except Exception as err:  # onnxruntime raises its own types
+        raise HwnasError(f"onnxruntime could not convert {onnx_path.name} to ORT format ({err}); "
+                         "export without --ort or try --opset 17") from None
+    finally:
+        quiet.setLevel(level)
+    made = sorted(work.glob("*.ort"))
+    configs = sorted(work.glob("*.config"))
+    if not made or not configs:
+        raise HwnasError(f"onnxruntime's ORT conversion wrote no .ort/.config in {work}; export without --ort")
+    ort_path, cfg_path = out_dir / "model.ort", out_dir / "required_operators.config"
+    made[0].replace(ort_path)
+    configs[0].replace(cfg_path)
+    for f in work.iterdir():
+        f.unlink()
+    work.rmdir()
+    return ort_path, cfg_path
+
+
+class _Calibration:
+    """``CalibrationDataReader`` over training images, one sample per call (batch 1)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self._it = iter([{"x": np.ascontiguousarray(x[i:i + 1])} for i in range(len(x))])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_int8(onnx_path: Path, out_path: Path, calib: np.ndarray) -> dict:
+    """Static QDQ quantisation (int8 weights per channel, uint8 activations) calibrated on ``calib``.
+
+    ``quant_pre_process`` (shape inference + basic optimisation) runs first when it works.
+
+    Returns:
+        Settings recorded in the manifest.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, pre = onnx_path, out_path.with_name("_pre.onnx")
+    preprocessed = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        src = pre
+    except Exception:  # noqa: BLE001  pre-processing is an optimisation; quantise the plain model
+        preprocessed = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(src), str(out_path), _Calibration(calib), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+    except Exception as err:  # noqa: BLE001  onnxruntime raises assorted types
+        raise HwnasError(f"onnxruntime could not quantise {onnx_path.name} to int8 ({err}); export without "
+                         "--int8") from None
+    finally:
+        pre.unlink(missing_ok=True)
+    return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor",
+            "calibration": f"MinMax on {len(calib)} training images", "quant_pre_process": preprocessed}
