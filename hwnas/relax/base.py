@@ -14,7 +14,6 @@ Relaxations and latency models meet only through ``probs()``: neither knows the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +117,3 @@ def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: t
     """Standard Gumbel noise ``-log(-log U)``, drawn from ``generator`` for reproducibility."""
     u = torch.rand(shape, generator=generator).to(device)
     return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))
-
-
-def max_entropy(n: int) -> float:
-    return math.log(n)
