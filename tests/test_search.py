@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 import yaml
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from hwnas.config import SearchConfig
 from hwnas.search import run_search
@@ -42,6 +47,33 @@ def test_rerun_of_a_finished_run_resumes_instead_of_recomputing(tmp_path):
     assert again.history == first.history and again.arch == first.arch
     lines = [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1] and lines == first.history
+
+
+def _history_without_timing(run):
+    rows = [json.loads(s) for s in (run / "history.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.slow
+def test_search_killed_mid_run_resumes_to_the_same_result(tmp_path):
+    """SIGKILL after the first epoch's checkpoint, rerun: the same history and arch as an uninterrupted run."""
+    args = ["search", "--relaxation", "gumbel", "--epochs", "4", "--warmup-epochs", "1", "--data-limit", "300",
+            "--threads", "1", "--no-progress"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_cli(*args, "--out", str(whole)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "hwnas.cli", *args, "--out", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "history.jsonl").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "arch.json").exists(), "the run finished before it could be killed"
+    r = run_cli(*args, "--out", str(killed))
+    assert r.returncode == 0, r.stderr
+    assert _history_without_timing(killed) == _history_without_timing(whole)
+    a, b = json.loads((killed / "arch.json").read_text()), json.loads((whole / "arch.json").read_text())
+    assert a["arch"] == b["arch"] and a["supernet_val_accuracy"] == b["supernet_val_accuracy"]
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

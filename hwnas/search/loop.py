@@ -82,6 +82,7 @@ class SearchState:
                 "a_opt": self.a_opt.state_dict(), "rates": {k: r.state_dict() for k, r in self.rates.items()},
                 "h_opt": self.h_opt.state_dict() if self.h_opt else None, "gen": self.gen.get_state(),
                 "hw": self.hw.state_dict() if self.hw is not None else None,
+                "torch_rng": torch.get_rng_state(),
                 "epoch": self.epoch, "step": self.step, "history": self.history}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -94,6 +95,8 @@ class SearchState:
         if self.h_opt and s["h_opt"]:
             self.h_opt.load_state_dict(s["h_opt"])
         self.gen.set_state(s["gen"])
+        if "torch_rng" in s:
+            torch.set_rng_state(s["torch_rng"].cpu())
         if self.hw is not None and s.get("hw") is not None:
             self.hw.load_state_dict(s["hw"])
         self.epoch, self.step, self.history = s["epoch"], s["step"], s["history"]
