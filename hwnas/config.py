@@ -92,14 +92,6 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
-
     def replace(self, **changes: Any) -> SearchConfig:
         return dataclasses.replace(self, **changes)
 
@@ -127,6 +119,15 @@ class TrainConfig:
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("lr", self.lr)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build config dataclass ``cls`` from ``data``; unknown keys are an error that lists the known ones."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown} in {where}; known keys: {sorted(known)}")
+    return cls(**data)
 
 
 def write_yaml(path: Path, obj: dict[str, Any]) -> None:

@@ -29,18 +29,14 @@ def config_from(cls, args, fields: dict[str, str]) -> Any:
 
     ``fields`` maps argparse dest names to config field names; flags left at None do not override.
     """
-    from ..config import read_yaml
+    from ..config import from_dict, read_yaml
 
     data = read_yaml(args.config) if getattr(args, "config", None) else {}
     for dest, name in fields.items():
         value = getattr(args, dest, None)
         if value is not None:
             data[name] = value
-    known = {f.name for f in __import__("dataclasses").fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise HwnasError(f"unknown config key(s) {unknown} in {args.config}; known keys: {sorted(known)}")
-    return cls(**data)
+    return from_dict(cls, data, args.config or "flags")
 
 
 def add_data_flags(p) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +132,6 @@ def _check_same_run(out: Path, cfg: SearchConfig) -> None:
 
 def _lr_at(cfg: SearchConfig, epoch: float) -> float:
     """Cosine schedule from ``cfg.lr`` to 0 over the search."""
-    import math
-
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
 
@@ -156,8 +155,10 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     st = SearchState(cfg, device)
-    splits = splits or load_for(st.space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)
-    check_data_fits(st.space, splits)
+    if splits is None:
+        splits = load_for(st.space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)  # loads and checks
+    else:
+        check_data_fits(st.space, splits)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,10 @@ def train_arch(space: SearchSpace, arch: Arch, hparams: dict[str, float], cfg: T
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     arch = space.validate(arch)
-    splits = splits or load_for(space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)
-    check_data_fits(space, splits)
+    if splits is None:
+        splits = load_for(space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)  # loads and checks
+    else:
+        check_data_fits(space, splits)
     model = inherit_weights(space, arch, hparams, inherit) if inherit else space.build(arch, hparams)
     model = model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,

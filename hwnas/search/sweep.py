@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .._io import write_json
 from ..config import SearchConfig, TrainConfig, write_yaml
+from ..space import get_space
 from .loop import SearchResult, run_search
 from .pareto import Candidate, write_front
 from .retrain import train_arch
@@ -56,8 +57,6 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False)
         tcfg = TrainConfig(dataset=cfg.dataset, data_root=cfg.data_root, data_limit=cfg.data_limit,
                            epochs=cfg.fine_tune_epochs, batch_size=cfg.batch_size, lr=cfg.lr * 0.4, seed=cfg.seed,
                            device=cfg.device, threads=cfg.threads)
-        from ..space import get_space
-
         space = get_space(cfg.space, **cfg.space_args)
         trained, _ = train_arch(space, result.arch, result.hparams, tcfg, inherit=d, progress=False)
         accuracy = trained.val_accuracy

@@ -92,12 +92,17 @@ class ElasticConv(ElasticLayer):
 
 @ELASTIC.register("Act")
 class ElasticAct(ElasticLayer):
+    def __init__(self, spec: ops.Act, space, in_shapes) -> None:
+        super().__init__(spec, space, in_shapes)
+        kinds = space.choice(spec.kind.label).values if isinstance(spec.kind, Ref) else (spec.kind,)
+        self.acts = nn.ModuleDict({k: ops.ACTIVATIONS[k]() for k in kinds})
+
     def forward(self, x, ctx):
         kind = ctx.value(self.spec.kind)
         if kind is not None:
-            return ops.ACTIVATIONS[kind]()(x)
+            return self.acts[kind](x)
         w, kinds = ctx.mixture(self.spec.kind)
-        return sum(wi * ops.ACTIVATIONS[k]()(x) for wi, k in zip(w, kinds, strict=True))
+        return sum(wi * self.acts[k](x) for wi, k in zip(w, kinds, strict=True))
 
 
 @ELASTIC.register("MaxPool")
