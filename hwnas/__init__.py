@@ -14,38 +14,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import SearchConfig, TrainConfig
+from .config import RayConfig, SearchConfig, SweepConfig, TrainConfig
 from .errors import HwnasError
 from .export import export
 from .search.loop import SearchResult, run_search
 from .search.retrain import TrainResult, train_arch
-from .search.sweep import SweepResult, run_sweep
+from .search.sweep import SweepResult
 from .space import SPACES, get_space
 
 __version__ = "0.1.0"
 
 
-def search(*, out: str | Path | None = None, targets: list[float] | None = None, seeds: list[int] | None = None,
+def search(*, out: str | Path | None = None, targets: list[float | None] | None = None,
+           seeds: list[int] | None = None, shards_per_target: int = 1, ray: RayConfig | dict[str, Any] | bool = True,
            progress: bool = False, **config: Any) -> SearchResult | SweepResult:
-    """Run one search, or a sweep over latency targets and seeds.
+    """Run one search, or a sweep of shards over latency targets, seeds and parts of the space.
 
     Keyword arguments are ``SearchConfig`` fields (space, dataset, relaxation, latency_table, target_ms, ...).
 
     Args:
         out: run folder (config.yaml, history.jsonl, checkpoint.pt, arch.json); None keeps one search in
-            memory (a sweep needs a folder).
-        targets, seeds: run one search per (target, seed) and return the ``SweepResult`` (candidates and
-            Pareto front, as written to candidates.jsonl and pareto.json).
+            memory (a sweep needs a folder). Rerunning into the same folder resumes.
+        targets, seeds, shards_per_target: run one shard per (target, seed, part) and return the
+            ``SweepResult`` (candidates and Pareto front, as written to candidates.jsonl and pareto.json).
+        ray: how a sweep's shards run: True (Ray actors on ``$RAY_ADDRESS`` or a local cluster), False (one
+            after another in this process), or ``RayConfig`` fields (address, workers_per_shard, ...).
         progress: show progress bars.
 
     Returns:
         ``SearchResult`` (whose ``to_json()`` is arch.json) or ``SweepResult``.
     """
     cfg = SearchConfig(**config)
-    if targets or (seeds and len(seeds) > 1):
+    if targets or (seeds and len(seeds) > 1) or shards_per_target > 1:
         if out is None:
-            raise HwnasError("a sweep over targets or seeds writes a run folder: pass out=...")
-        return run_sweep(cfg, list(targets or [cfg.target_ms]), list(seeds or [cfg.seed]), out, progress=progress)
+            raise HwnasError("a sweep over targets, seeds or parts of the space writes a run folder: pass out=...")
+        from .distributed import run_shards
+
+        sweep = SweepConfig(list(targets or [cfg.target_ms]), list(seeds or [cfg.seed]), shards_per_target)
+        ray_cfg = ray if isinstance(ray, RayConfig) else (RayConfig(**ray) if isinstance(ray, dict)
+                                                         else RayConfig(enabled=bool(ray)))
+        return run_shards(cfg, sweep, ray_cfg, out, progress=progress)
     return run_search(cfg, out, progress=progress)
 
 
@@ -58,5 +66,5 @@ def train(arch: SearchResult | dict[str, Any], *, inherit: str | Path | None = N
     return train_arch(space, a, hparams, TrainConfig(**config), inherit=inherit, progress=progress)[0]
 
 
-__all__ = ["SPACES", "HwnasError", "export", "SearchConfig", "SearchResult", "SweepResult", "TrainConfig", "TrainResult", "get_space",
+__all__ = ["SPACES", "HwnasError", "RayConfig", "export", "SearchConfig", "SweepConfig", "SearchResult", "SweepResult", "TrainConfig", "TrainResult", "get_space",
            "search", "train"]

@@ -31,6 +31,7 @@ class SearchConfig:
 
     space: str = "seed-cnn"
     space_args: dict[str, Any] = field(default_factory=dict)  # factory kwargs, e.g. mbconv widths
+    subspace: dict[str, list[Any]] | None = None  # search only these values of some labels (a shard's part)
     dataset: str = "digits"
     data_root: str | None = None
     data_limit: int | None = None  # keep at most this many samples per split (quick runs)
@@ -119,6 +120,78 @@ class TrainConfig:
         _positive("epochs", self.epochs)
         _positive("batch_size", self.batch_size)
         _positive("lr", self.lr)
+
+
+@dataclass
+class SweepConfig:
+    """Which shards a run has: one search per latency target x seed x part of the space."""
+
+    targets: list[float | None] = field(default_factory=lambda: [None])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    shards_per_target: int = 1  # > 1 splits the space's widest label into this many sub-spaces
+
+    def __post_init__(self) -> None:
+        if not self.targets or not self.seeds:
+            raise ConfigError("targets and seeds must each list at least one value")
+        for t in self.targets:
+            if t is not None and t <= 0:
+                raise ConfigError(f"targets are latency budgets in ms and must be > 0, got {t}")
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"targets and seeds must not repeat, got {self.targets} and {self.seeds}")
+        _positive("shards_per_target", self.shards_per_target)
+
+
+@dataclass
+class RayConfig:
+    """How shards run on Ray: resources per shard, restarts, which cluster.
+
+    A shard is one Ray actor; with ``workers_per_shard`` > 1 it trains its supernet data-parallel across
+    that many Ray Train workers. ``cpus_per_shard``/``gpus_per_shard`` are what each worker asks for.
+    """
+
+    enabled: bool = True  # False: shards run one after another in this process (no Ray)
+    address: str | None = None  # auto | HOST:PORT | ray://...; None: $RAY_ADDRESS if set, else a local cluster
+    workers_per_shard: int = 1
+    cpus_per_shard: float = 1.0
+    gpus_per_shard: float = 0.0
+    max_restarts: int = 3  # actor restarts (a shard resumes from its last epoch checkpoint)
+    max_failures: int = 3  # Ray Train worker-group restarts of a data-parallel shard
+    schedule_timeout_s: float = 600.0  # a shard not started within this is an error, never a hang
+    autoscaling: bool = False  # the cluster adds nodes on demand: skip the up-front fit check (the timeout stays)
+    num_cpus: int | None = None  # size of a local cluster hwnas starts (None: all cores)
+    object_store_mb: int = 150  # object store of a local cluster (only paths and small dicts go through it)
+
+    def __post_init__(self) -> None:
+        _positive("workers_per_shard", self.workers_per_shard)
+        _positive("cpus_per_shard", self.cpus_per_shard)
+        _positive("gpus_per_shard", self.gpus_per_shard, allow_zero=True)
+        if self.gpus_per_shard > 1 and self.gpus_per_shard != int(self.gpus_per_shard):
+            raise ConfigError(f"gpus_per_shard above 1 must be a whole number (Ray's rule), got {self.gpus_per_shard}")
+        _positive("max_restarts", self.max_restarts, allow_zero=True)
+        _positive("max_failures", self.max_failures, allow_zero=True)
+        _positive("schedule_timeout_s", self.schedule_timeout_s)
+        if self.object_store_mb < 80:
+            raise ConfigError(f"object_store_mb must be >= 80 (Ray's minimum is 75 MiB), got {self.object_store_mb}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RayConfig:
+        return dataclasses.replace(self, **changes)
+
+
+SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepConfig))
+
+
+def split_run_dict(data: dict[str, Any], where: str) -> tuple[SearchConfig, SweepConfig, RayConfig]:
+    """A run's YAML: search keys at the top level, plus targets/seeds/shards_per_target and a ``ray:`` section."""
+    data = dict(data)
+    ray_part = data.pop("ray", None) or {}
+    if not isinstance(ray_part, dict):
+        raise ConfigError(f"'ray' in {where} must be a mapping of RayConfig keys, got {ray_part!r}")
+    sweep_part = {k: data.pop(k) for k in SWEEP_KEYS if k in data and data[k] is not None}
+    return (from_dict(SearchConfig, data, where), from_dict(SweepConfig, sweep_part, where),
+            from_dict(RayConfig, ray_part, f"the ray: section of {where}"))
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..config import SearchConfig
-from ._common import DATA_FIELDS, add_data_flags, add_runtime_flags, config_from, print_json
+from ..config import RayConfig, SearchConfig, SweepConfig, from_dict, read_yaml, split_run_dict
+from ..errors import ConfigError
+from ..search.sweep import load_run
+from ._common import DATA_FIELDS, add_data_flags, add_runtime_flags, print_json
 
 EPILOG = """\
 examples:
   hwnas search --space seed-cnn --dataset digits --relaxation gumbel --epochs 10 --out runs/digits
-  hwnas search --config configs/digits.yaml --seed 3 --out runs/seed3
+  hwnas search --target-ms 0.05 --out runs/budget          one search under a 0.05 ms budget
+  hwnas search --targets 0.04,0.08 --seeds 0,1 --out runs/sweep
+                                                           4 shards as Ray actors on a local cluster
+  hwnas search --config configs/digits-demo.yaml --ray-address auto --out /mnt/shared/runs/a
+  hwnas search --resume runs/sweep                         finish a run whose driver died
 
-The run folder gets config.yaml (resolved), history.jsonl (one line per epoch: losses, accuracies,
-entropy and probabilities of each choice, the derived arch), checkpoint.pt (the whole state, written
-atomically each epoch: rerunning the same command resumes) and arch.json (the derived arch)."""
+A single search's folder gets config.yaml (resolved), history.jsonl (one line per epoch: losses,
+accuracies, entropy and probabilities of each choice, E[T], lambda, the derived arch), checkpoint.pt
+(the whole state, written atomically each epoch: rerunning the same command resumes) and arch.json.
+A sweep (--targets, several --seeds or --shards-per-target) gets shards/<key>/ (one such folder per
+shard, plus candidate.json), candidates.jsonl and pareto.json. Shards run as Ray actors (hwnas starts
+a local cluster unless --ray-address or $RAY_ADDRESS names one; --no-ray runs them one after another
+here); a shard whose process dies restarts and resumes from its last epoch checkpoint."""
 
 
 def register(sub) -> None:
@@ -53,10 +64,28 @@ def register(sub) -> None:
     h.add_argument("--dual-lr", type=float, help="budget: dual-ascent step size on lambda (default 0.2)")
     h.add_argument("--fine-tune-epochs", type=int,
                    help="sweeps: fine-tune each derived arch this many epochs before scoring it (default 3)")
+    r = p.add_argument_group("sweeps on Ray (see cluster/README.md)")
+    r.add_argument("--shards-per-target", type=int,
+                   help="split the space's widest label into this many sub-spaces, one shard each (default 1)")
+    r.add_argument("--ray-address", help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: "
+                                         "$RAY_ADDRESS if set, else start a local cluster")
+    r.add_argument("--no-ray", action="store_true", help="run the shards one after another in this process")
+    r.add_argument("--workers-per-shard", type=int,
+                   help="train each shard's supernet data-parallel across N Ray Train workers (default 1)")
+    r.add_argument("--cpus-per-shard", type=float, help="CPUs each shard worker asks Ray for (default 1)")
+    r.add_argument("--gpus-per-shard", type=float, help="GPUs each shard worker asks Ray for (default 0; 1 on GPU "
+                                                        "clusters, fractions share a GPU)")
+    r.add_argument("--autoscaling", action="store_true", default=None,
+                   help="the cluster starts nodes on demand: do not refuse shards that no live node fits yet")
+    r.add_argument("--max-restarts", type=int, help="restarts of a crashed shard actor, each resuming from the last "
+                                                    "epoch checkpoint (default 3)")
     add_data_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (created; resumed if it holds a checkpoint)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (created; a rerun of the same command resumes it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish the run in RUN_DIR with the settings it was started "
+                                                       "with (finished shards are kept); --ray-address may change")
     p.add_argument("--json", action="store_true", help="print arch.json to stdout at the end")
+    p.add_argument("--no-report", action="store_true", help="sweeps: skip writing RUN_DIR/report (hwnas report)")
     p.set_defaults(func=run)
 
 
@@ -67,9 +96,12 @@ FIELDS = {**DATA_FIELDS, "space": "space", "relaxation": "relaxation", "epochs":
           "hw_lambda": "hw_lambda", "dual_lr": "dual_lr", "fine_tune_epochs": "fine_tune_epochs"}
 
 
-def _floats(text: str | None, what: str) -> list[float] | None:
-    from ..errors import ConfigError
+RAY_FIELDS = {"ray_address": "address", "workers_per_shard": "workers_per_shard",
+              "cpus_per_shard": "cpus_per_shard", "gpus_per_shard": "gpus_per_shard", "max_restarts": "max_restarts",
+              "autoscaling": "autoscaling"}
 
+
+def _floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
     try:
@@ -86,23 +118,73 @@ def print_front(front: list[dict]) -> None:
               f"{meas if meas is None else round(meas, 4)!s:>11}  {c['arch']}")
 
 
-def run(args) -> int:
-    from ..search import run_search
-    from ..search.sweep import run_sweep
+def _load(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
+    """Config file, then flags: the search, its shards, how they run on Ray, and whether it is a sweep."""
+    data = read_yaml(args.config) if args.config else {}
+    for dest, name in FIELDS.items():
+        if getattr(args, dest, None) is not None:
+            data[name] = getattr(args, dest)
+    if args.targets is not None:
+        data["targets"] = _floats(args.targets, "--targets")
+    if args.seeds is not None:
+        data["seeds"] = [int(s) for s in _floats(args.seeds, "--seeds")]
+    if args.shards_per_target is not None:
+        data["shards_per_target"] = args.shards_per_target
+    ray_part = dict(data.get("ray") or {})
+    ray_part.update({name: getattr(args, dest) for dest, name in RAY_FIELDS.items() if getattr(args, dest) is not None})
+    if args.no_ray:
+        ray_part["enabled"] = False
+    data["ray"] = ray_part
+    is_sweep = ("targets" in data or len(data.get("seeds") or []) > 1 or (data.get("shards_per_target") or 1) > 1)
+    data.setdefault("targets", [data.get("target_ms")])
+    data.setdefault("seeds", [data.get("seed", 0)])
+    cfg, sweep, ray_cfg = split_run_dict(data, args.config or "flags")
+    return cfg, sweep, ray_cfg, is_sweep
 
-    cfg = config_from(SearchConfig, args, FIELDS)
-    targets = _floats(args.targets, "--targets")
-    seeds = [int(s) for s in _floats(args.seeds, "--seeds") or []]
-    if targets or len(seeds) > 1:
-        sweep = run_sweep(cfg, targets or [cfg.target_ms], seeds or [cfg.seed], args.out,
-                          progress=not args.no_progress)
+
+def _resume(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
+    given = [f"--{d.replace('_', '-')}" for d in [*FIELDS, "targets", "seeds", "shards_per_target", "config", "out",
+                                                   "workers_per_shard", "cpus_per_shard", "gpus_per_shard"]
+             if getattr(args, d, None) is not None]
+    if given:
+        raise ConfigError(f"--resume takes its settings from {args.resume}/config.yaml; drop {', '.join(given)}")
+    args.out = args.resume
+    data = read_yaml(Path(args.resume) / "config.yaml") if (Path(args.resume) / "config.yaml").is_file() else None
+    if data is None:
+        raise ConfigError(f"{args.resume} holds no config.yaml: it is not a run folder started by hwnas search")
+    if "targets" not in data:  # a single search: rerunning it resumes from checkpoint.pt
+        cfg = from_dict(SearchConfig, data, f"{args.resume}/config.yaml")
+        return cfg, SweepConfig(), RayConfig(enabled=False), False
+    cfg, sweep, ray_cfg = load_run(args.resume)
+    changes = {k: v for k, v in (("address", args.ray_address), ("max_restarts", args.max_restarts)) if v is not None}
+    if args.no_ray:
+        changes["enabled"] = False
+    return cfg, sweep, ray_cfg.replace(**changes), True
+
+
+def run(args) -> int:
+    from ..distributed import run_shards
+    from ..search import run_search
+
+    if args.resume is None and args.out is None:
+        raise ConfigError("pass --out RUN_DIR (a new or interrupted run) or --resume RUN_DIR")
+    cfg, sweep, ray_cfg, is_sweep = _resume(args) if args.resume else _load(args)
+    if is_sweep:
+        result = run_shards(cfg, sweep, ray_cfg, args.out, progress=not args.no_progress)
         if args.json:
-            print_json(sweep.pareto)
+            print_json(result.pareto)
         else:
-            print(f"Pareto front ({len(sweep.pareto)} of {len(sweep.candidates)} candidates; accuracy = "
-                  f"{sweep.candidates[0]['accuracy_kind']}):")
-            print_front(sweep.pareto)
+            print(f"Pareto front ({len(result.pareto)} of {len(result.candidates)} candidates; accuracy = "
+                  f"{result.candidates[0]['accuracy_kind']}):")
+            print_front(result.pareto)
             print(f"wrote {args.out}/pareto.json and {args.out}/candidates.jsonl")
+        if not args.no_report:
+            from ..report import write_report
+
+            path = write_report(args.out)
+            if not args.json:
+                print(f"report: {path} (figures beside it; export the best arch with: hwnas export {args.out} "
+                      f"--out EXPORT_DIR)")
         return 0
     result = run_search(cfg, args.out, progress=not args.no_progress)
     if args.json:

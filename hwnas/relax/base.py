@@ -75,12 +75,29 @@ class Relaxation(nn.Module):
         self.tau_max, self.tau_min = tau_max, tau_min
         self.register_buffer("tau", torch.tensor(tau_max))
 
+        self.allowed: dict[str, torch.Tensor] = {}  # label -> bool mask of the values a sub-space keeps
+
     def arch_parameters(self) -> list[nn.Parameter]:
         return list(self.alpha.values())
 
+    def restrict(self, subspace: dict[str, list]) -> None:
+        """Search only a sub-space: values outside ``subspace[label]`` get probability 0 (and no gradient)."""
+        for lab, keep in subspace.items():
+            values = self.space.choice(lab).values  # unknown label: UnknownNameError naming the labels
+            bad = [v for v in keep if v not in values]
+            if bad or not keep:
+                raise ValueError(f"sub-space of {lab!r} must be a non-empty subset of {values}, got {keep}")
+            a = self.alpha[lab]
+            self.allowed[lab] = torch.tensor([v in keep for v in values], device=a.device)
+
+    def logits(self) -> dict[str, torch.Tensor]:
+        """``alpha`` with the values outside the sub-space at -inf."""
+        return {lab: a.masked_fill(~self.allowed[lab], float("-inf")) if lab in self.allowed else a
+                for lab, a in self.alpha.items()}
+
     def probs(self) -> dict[str, torch.Tensor]:
         """The factorised choice distribution: ``softmax(alpha[label])`` per label (differentiable)."""
-        return {lab: torch.softmax(a, dim=0) for lab, a in self.alpha.items()}
+        return {lab: torch.softmax(a, dim=0) for lab, a in self.logits().items()}
 
     def set_progress(self, fraction: float) -> None:
         """Anneal the temperature exponentially from ``tau_max`` (fraction 0) to ``tau_min`` (fraction 1)."""
@@ -96,7 +113,7 @@ class Relaxation(nn.Module):
 
     def derive(self) -> Arch:
         """The most probable arch (argmax of each label's probabilities)."""
-        return {lab: self.space.choice(lab).values[int(torch.argmax(a))] for lab, a in self.alpha.items()}
+        return {lab: self.space.choice(lab).values[int(torch.argmax(a))] for lab, a in self.logits().items()}
 
     @torch.no_grad()
     def entropies(self) -> dict[str, float]:

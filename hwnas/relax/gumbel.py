@@ -17,7 +17,7 @@ class GumbelRelaxation(Relaxation):
 
     def sample(self, generator=None) -> Sample:
         out = {}
-        for lab, a in self.alpha.items():
+        for lab, a in self.logits().items():
             g = gumbel_noise(a.shape, generator, a.device)
             out[lab] = Soft(torch.softmax((a + g) / self.tau, dim=0))
         return Sample(out)

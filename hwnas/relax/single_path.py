@@ -33,7 +33,7 @@ class SinglePathRelaxation(Relaxation):
 
     def sample(self, generator=None) -> Sample:
         choices, weight = {}, None
-        for lab, a in self.alpha.items():
+        for lab, a in self.logits().items():
             g = gumbel_noise(a.shape, generator, a.device)
             i = int(torch.argmax(a.detach() + g))
             y = torch.softmax((a + g) / self.tau, dim=0)[i]

@@ -34,8 +34,11 @@ class LearnedRate(nn.Module):
         return float(self.rate().detach())
 
     def hypergradient_step(self, supernet, sample_fn, x: torch.Tensor, y: torch.Tensor, xi: float,
-                           opt: torch.optim.Optimizer, seed: int) -> None:
-        """One Adam step on ``theta``; the supernet's ``.grad`` must hold ``grad_w L_val`` on entry."""
+                           opt: torch.optim.Optimizer, seed: int, sync=None) -> None:
+        """One Adam step on ``theta``; the supernet's ``.grad`` must hold ``grad_w L_val`` on entry.
+
+        ``sync`` averages ``theta``'s gradient over data-parallel ranks before the step.
+        """
         params = [p for p in supernet.parameters() if p.grad is not None]
         grads = [p.grad.detach().clone() for p in params]
         norm = torch.sqrt(sum((g * g).sum() for g in grads)).item()
@@ -59,4 +62,6 @@ class LearnedRate(nn.Module):
                     p.add_(g, alpha=-sign * eps)
         opt.zero_grad()
         self.theta.grad = -xi * (sides[0] - sides[1]) / (2 * eps)
+        if sync is not None:
+            sync([self.theta])
         opt.step()

@@ -54,8 +54,11 @@ def _frontier(states: list[tuple[float, float, dict]], limit: float) -> list[tup
     return kept
 
 
-def derive(model: LatencyModel, probs: Mapping[str, torch.Tensor], budget_ms: float | None = None) -> tuple[Arch, float]:
+def derive(model: LatencyModel, probs: Mapping[str, torch.Tensor], budget_ms: float | None = None, *,
+           allowed: Mapping[str, torch.Tensor] | None = None) -> tuple[Arch, float]:
     """The most probable arch whose predicted latency is ``<= budget_ms`` (any latency if None).
+
+    ``allowed`` (label -> bool mask) restricts the search to a sub-space.
 
     Returns:
         ``(arch, predicted latency in ms)``.
@@ -64,16 +67,25 @@ def derive(model: LatencyModel, probs: Mapping[str, torch.Tensor], budget_ms: fl
         BudgetError: no arch meets the budget; the message gives the fastest reachable latency.
     """
     space = model.space
-    logp = {lab: torch.log(p.detach().double().clamp_min(1e-30)).tolist() for lab, p in probs.items()}
+    logp = {lab: torch.log(p.detach().double().clamp_min(1e-30)) for lab, p in probs.items()}
+    for lab, keep in (allowed or {}).items():  # outside a shard's sub-space: never chosen, whatever the budget
+        logp[lab] = logp[lab].masked_fill(~keep.cpu(), -math.inf)
+    logp = {lab: v.tolist() for lab, v in logp.items()}
     tensors = model.unit_tensors()
     const = model.c0 + sum(float(w) for ul, w in tensors if not ul)
     limit = math.inf if budget_ms is None else budget_ms - const
     states: list[tuple[float, float, dict]] = [(0.0, 0.0, {})]
     for labs, units in model.components():
-        opts = _options(model, labs, units, logp)
+        opts = [o for o in _options(model, labs, units, logp) if o[1] > -math.inf]
         states = _frontier([(a[0] + b[0], a[1] + b[1], {**a[2], **b[2]}) for a in states for b in opts], limit)
         if not states:
             fast, t = model.min_latency()
+            if allowed:
+                keep = {lab: [v for v, k in zip(space.choice(lab).values, m.tolist(), strict=True) if k]
+                        for lab, m in allowed.items()}
+                raise BudgetError(f"no arch of the sub-space {keep} meets {budget_ms:.4f} ms on this latency table "
+                                  f"(the whole space reaches {t:.4f} ms); use fewer --shards-per-target or a "
+                                  "larger budget")
             raise BudgetError(f"no arch of space {space.name!r} meets {budget_ms:.4f} ms on this latency table: the "
                               f"fastest predicted is {t:.4f} ms ({fast}); raise --target-ms to at least {t:.4f}")
     lat, _, values = max(states, key=lambda s: s[1])

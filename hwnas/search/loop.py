@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..relax import Sample, make_relaxation
 from ..space import Arch, get_space
 from ..supernet import Supernet
+from ._dist import SINGLE, Single
 from ._dropout import LearnedRate
 from ._runtime import check_data_fits, evaluate, load_for, resolve_device, seed_everything, set_threads
 from .derive import derive
@@ -58,11 +59,14 @@ class SearchResult:
 class SearchState:
     """Everything a search checkpoint holds."""
 
-    def __init__(self, cfg: SearchConfig, device: torch.device) -> None:
+    def __init__(self, cfg: SearchConfig, device: torch.device, dp: Single = SINGLE) -> None:
+        self.dp = dp
         self.space = get_space(cfg.space, **cfg.space_args)
         self.net = Supernet(self.space).to(device)
         tau = {k: v for k, v in (("tau_max", cfg.tau_max), ("tau_min", cfg.tau_min)) if v is not None}
         self.relax = make_relaxation(cfg.relaxation, self.space, **tau).to(device)
+        if cfg.subspace:
+            self.relax.restrict(cfg.subspace)
         self.w_opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay, nesterov=True)
         self.a_opt = torch.optim.Adam(self.relax.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999),
@@ -108,10 +112,15 @@ class SearchState:
         if self.latency is None:
             return self.relax.derive(), None
         with torch.no_grad():
-            return derive(self.latency, self.relax.probs(), self.target_ms)
+            return derive(self.latency, self.relax.probs(), self.target_ms, allowed=self.relax.allowed)
 
     def hparams(self) -> dict[str, float]:
         return {k: round(r.value(), 4) for k, r in self.rates.items()}
+
+    def shared_tensors(self) -> list[torch.Tensor]:
+        """What must be identical on every data-parallel rank: weights, buffers, architecture parameters."""
+        return [*self.net.parameters(), *self.net.buffers(), *self.relax.arch_parameters(),
+                *(r.theta for r in self.rates.values())]
 
 
 # settings that may differ when a run is resumed (they do not change what is computed)
@@ -136,7 +145,7 @@ def _lr_at(cfg: SearchConfig, epoch: float) -> float:
 
 
 def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-               splits: Splits | None = None) -> SearchResult:
+               splits: Splits | None = None, dp: Single = SINGLE) -> SearchResult:
     """Run one search to the end (resuming from ``out_dir/checkpoint.pt`` when it exists).
 
     Args:
@@ -145,6 +154,8 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
             None keeps everything in memory.
         progress: show a progress bar over epochs.
         splits: pre-loaded data (else loaded from ``cfg``).
+        dp: data parallelism (``hwnas.search._dist.DataParallel`` inside a process group): every rank runs
+            this function on its slice of each batch; only rank 0 writes files.
 
     Returns:
         The derived arch with its supernet validation accuracy and the per-epoch history; with a latency
@@ -154,31 +165,34 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    st = SearchState(cfg, device)
+    st = SearchState(cfg, device, dp)
     if splits is None:
         splits = load_for(st.space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)  # loads and checks
     else:
         check_data_fits(st.space, splits)
-    out = Path(out_dir) if out_dir is not None else None
+    src = Path(out_dir) if out_dir is not None else None  # every rank resumes from it
+    out = src if dp.is_main else None  # only rank 0 writes
+    if src is not None and (src / "checkpoint.pt").exists():
+        _check_same_run(src, cfg)
+        st.load_state_dict(torch.load(src / "checkpoint.pt", map_location=device, weights_only=False))
+    dp.broadcast(st.shared_tensors())
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt = out / "checkpoint.pt"
-        if ckpt.exists():
-            _check_same_run(out, cfg)
-            st.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
-            # the checkpoint is the truth: drop history lines of an epoch that died before its checkpoint
-            tmp = out / "history.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in st.history))
-            tmp.replace(out / "history.jsonl")
-        else:
-            (out / "history.jsonl").unlink(missing_ok=True)
+        # the checkpoint is the truth: drop history lines of an epoch that died before its checkpoint
+        tmp = out / "history.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in st.history))
+        tmp.replace(out / "history.jsonl")
         write_yaml(out / "config.yaml", cfg.to_dict())
 
     val_eval = make_loader(splits.val, 256, shuffle=False)
     bar = tqdm(total=cfg.epochs, initial=st.epoch, desc=f"search {cfg.space}/{cfg.relaxation}", unit="epoch",
-               disable=not progress, dynamic_ncols=True)
+               disable=not (progress and dp.is_main), dynamic_ncols=True)
     while st.epoch < cfg.epochs:
         record = _run_epoch(st, cfg, splits, device)
+        dp.average_buffers(st.net)
+        diff = dp.check_identical(st.relax.arch_parameters(), "the architecture parameters")
+        if dp.world > 1:  # evidence, per epoch, that every rank holds the same architecture distribution
+            record.update(data_parallel_ranks=dp.world, arch_params_max_rank_diff=diff)
         fixed = Sample.fixed(st.space, record["arch"])
         st.net.eval()
         record["derived_val_loss"], record["derived_val_accuracy"] = evaluate(
@@ -194,7 +208,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
 
     final = st.history[-1]
     extra: dict[str, Any] = {}
-    if st.latency is not None:
+    if st.latency is not None and dp.is_main:
         from ..latency import measure_module
 
         measured = measure_module(st.space.build(final["arch"]), st.space.input_shape, st.latency.protocol)
@@ -223,7 +237,7 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
     for i, ((x, y), (xv, yv)) in enumerate(zip(train, itertools.cycle(val))):
         for g in st.w_opt.param_groups:
             g["lr"] = _lr_at(cfg, epoch + i / steps)
-        x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
+        x, y, xv, yv = st.dp.shard(x.to(device), y.to(device), xv.to(device), yv.to(device))
         loss, acc = weight_step(st, x, y)
         train_loss, train_acc, n_w = train_loss + loss, train_acc + acc, n_w + 1
         if not arch_phase:
@@ -234,9 +248,10 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
         n_a += 1
         st.step += 1
     rec: dict[str, Any] = {"epoch": epoch, "arch_phase": arch_phase, "lr": _lr_at(cfg, epoch + 1)}
-    rec["train_loss"], rec["train_accuracy"] = train_loss / max(n_w, 1), train_acc / max(n_w, 1)
+    mean = st.dp.mean  # metrics of the whole batch, averaged over data-parallel ranks
+    rec["train_loss"], rec["train_accuracy"] = mean(train_loss / max(n_w, 1)), mean(train_acc / max(n_w, 1))
     names = {"arch_ce": "val_loss", "arch_acc": "val_accuracy"}  # of the sampled/mixed supernet
-    rec.update({names.get(k, k): v / n_a for k, v in arch_sums.items()})
+    rec.update({names.get(k, k): mean(v / n_a) for k, v in sorted(arch_sums.items())})
     arch, predicted = st.derive()
     rec.update(relax=st.relax.describe(), entropy=st.relax.entropies(), probs=st.relax.probs_dict(),
                hparams=st.hparams(), arch=arch, seconds=round(time.perf_counter() - t0, 3))
@@ -261,6 +276,7 @@ def weight_step(st: SearchState, x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     loss = F.cross_entropy(logits, y)
     st.w_opt.zero_grad(set_to_none=True)
     loss.backward()
+    st.dp.average_grads(st.net.parameters())
     torch.nn.utils.clip_grad_norm_(st.net.parameters(), 5.0)
     st.w_opt.step()
     return loss.item(), float((logits.argmax(1) == y).float().mean())
@@ -279,6 +295,8 @@ def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, *,
     sample = st.relax.sample(st.gen)
     logits = st.net(x, sample)
     ce = F.cross_entropy(logits, y)
+    if st.dp.world > 1:  # the value of the whole batch (running baselines), the gradient of this rank's slice
+        ce = ce + (st.dp.mean(ce.item()) - ce.detach())
     loss = st.relax.arch_loss(ce, sample)
     metrics: dict[str, float] = {}
     if st.hw is not None:
@@ -286,11 +304,13 @@ def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, *,
     st.a_opt.zero_grad(set_to_none=True)
     st.w_opt.zero_grad(set_to_none=True)
     loss.backward()
+    st.dp.average_grads(st.relax.arch_parameters())
     st.a_opt.step()
     if st.rates and train_batch is not None:
+        st.dp.average_grads(st.net.parameters())  # grad_w L_val of the whole batch
         for r in st.rates.values():
             r.hypergradient_step(st.net, lambda: st.relax.sample(st.gen), *train_batch,
-                                 st.w_opt.param_groups[0]["lr"], st.h_opt, seed=seed)
+                                 st.w_opt.param_groups[0]["lr"], st.h_opt, seed=seed, sync=st.dp.average_grads)
     st.w_opt.zero_grad(set_to_none=True)
     return {"arch_loss": loss.item(), "arch_ce": ce.item(),
             "arch_acc": float((logits.argmax(1) == y).float().mean()), **metrics}

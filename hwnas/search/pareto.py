@@ -8,6 +8,7 @@ candidate beats on both accuracy (higher) and latency (lower; measured when know
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,12 @@ Candidate = dict[str, Any]
 
 
 def latency_of(c: Candidate) -> float:
-    m = c.get("measured_latency_ms")
-    return float(m if m is not None else c["predicted_latency_ms"])
+    """Measured latency when known, else predicted; inf without a latency table (the front is then the
+    most accurate candidate)."""
+    for key in ("measured_latency_ms", "predicted_latency_ms"):
+        if c.get(key) is not None:
+            return float(c[key])
+    return math.inf
 
 
 def pareto_front(candidates: Iterable[Candidate]) -> list[Candidate]:

@@ -9,12 +9,19 @@ actors while this module runs them one after another in one process.
 from __future__ import annotations
 
 import json
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from .._io import write_json
-from ..config import SearchConfig, TrainConfig, write_yaml
+from ..config import RayConfig, SearchConfig, SweepConfig, TrainConfig, read_yaml, split_run_dict, write_yaml
+from ..errors import ConfigError, HwnasError
 from ..space import get_space
+from ._dist import SINGLE, Single
 from .loop import SearchResult, run_search
 from .pareto import Candidate, write_front
 from .retrain import train_arch
@@ -22,19 +29,24 @@ from .retrain import train_arch
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One shard: a search config (its target and seed set) and its folder name under ``shards/``."""
+    """One shard: a search config (its target, seed and sub-space set) and its folder name under ``shards/``."""
 
     key: str
     cfg: SearchConfig
 
 
-def shard_specs(cfg: SearchConfig, targets: list[float | None], seeds: list[int]) -> list[ShardSpec]:
-    """The cross product targets x seeds, with stable keys like ``t0.04-s0``."""
+def shard_specs(cfg: SearchConfig, sweep: SweepConfig) -> list[ShardSpec]:
+    """The cross product targets x seeds x parts of the space, with stable keys like ``t0.04-s0(-p1)``."""
+    try:
+        parts = get_space(cfg.space, **cfg.space_args).split(sweep.shards_per_target)
+    except ValueError as err:
+        raise ConfigError(f"--shards-per-target: {err}") from None
     out = []
-    for t in targets:
-        for s in seeds:
-            key = f"t{t:g}-s{s}" if t is not None else f"s{s}"
-            out.append(ShardSpec(key, cfg.replace(target_ms=t, seed=s)))
+    for t in sweep.targets:
+        for s in sweep.seeds:
+            for i, part in enumerate(parts):
+                key = (f"t{t:g}-s{s}" if t is not None else f"s{s}") + (f"-p{i}" if len(parts) > 1 else "")
+                out.append(ShardSpec(key, cfg.replace(target_ms=t, seed=s, subspace=part or cfg.subspace)))
     return out
 
 
@@ -44,13 +56,34 @@ def accuracy_kind(cfg: SearchConfig) -> str:
     return "validation accuracy with the supernet's weights (no fine-tune)"
 
 
-def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False) -> Candidate:
-    """Run (or resume, or just read back) one shard; returns its candidate and writes ``candidate.json``."""
+def finished(shard_dir: str | Path) -> Candidate | None:
+    """The candidate of a finished shard (its ``candidate.json``), else None."""
+    done = Path(shard_dir) / "candidate.json"
+    return json.loads(done.read_text()) if done.exists() else None
+
+
+def _history_seconds(d: Path) -> float:
+    """Wall-clock already spent on epochs in ``d`` (kept across restarts: a resumed shard's cost includes them)."""
+    h = d / "history.jsonl"
+    if not h.exists():
+        return 0.0
+    return sum(json.loads(line).get("seconds", 0.0) for line in h.read_text().splitlines() if line.strip())
+
+
+def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False, dp: Single = SINGLE,
+              resources: dict[str, Any] | None = None) -> Candidate | None:
+    """Run (or resume, or just read back) one shard; returns its candidate and writes ``candidate.json``.
+
+    Idempotent: a finished shard is read back; an interrupted one resumes from its last epoch checkpoint.
+    With data parallelism every rank searches; rank 0 then fine-tunes, scores and writes (others return None).
+    """
     d = Path(shard_dir)
-    done = d / "candidate.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    result: SearchResult = run_search(spec.cfg, d, progress=progress)
+    if (cand := finished(d)) is not None:
+        return cand
+    t0, before = time.perf_counter(), _history_seconds(d)
+    result: SearchResult = run_search(spec.cfg, d, progress=progress, dp=dp)
+    if not dp.is_main:
+        return None
     cfg = spec.cfg
     accuracy = result.val_accuracy
     if cfg.fine_tune_epochs:
@@ -65,10 +98,19 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False)
         "predicted_latency_ms": result.extra.get("predicted_latency_ms"),
         "measured_latency_ms": result.extra.get("measured_latency_ms"),
         "target_latency_ms": cfg.target_ms, "shard": spec.key, "seed": cfg.seed, "relaxation": cfg.relaxation,
-        "supernet_val_accuracy": result.val_accuracy, "search_seconds": round(result.seconds, 2),
+        "subspace": cfg.subspace, "supernet_val_accuracy": result.val_accuracy,
+        "search_seconds": round(result.seconds, 2), "shard_seconds": round(before + time.perf_counter() - t0, 2),
+        "resources": resources or local_resources(cfg),
     }
-    write_json(done, cand)
+    write_json(d / "candidate.json", cand)
     return cand
+
+
+def local_resources(cfg: SearchConfig) -> dict[str, Any]:
+    """What a shard run in this process used (the Ray actor reports what Ray gave it instead)."""
+    gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    return {"cpus": float(cfg.threads or torch.get_num_threads()), "gpus": 1.0 if gpu else 0.0, "workers": 1,
+            "node": socket.gethostname(), "gpu_ids": [], "placement": "in-process"}
 
 
 @dataclass
@@ -78,16 +120,32 @@ class SweepResult:
     pareto: list[Candidate]
 
 
-def run_sweep(cfg: SearchConfig, targets: list[float | None], seeds: list[int], run_dir: str | Path, *,
-              progress: bool = True) -> SweepResult:
-    """One search per (target, seed), one after another; writes ``candidates.jsonl`` and ``pareto.json``.
-
-    Finished shards are read back, not recomputed, so a rerun after an interruption completes the run.
-    """
+def start_run(run_dir: str | Path, cfg: SearchConfig, sweep: SweepConfig, ray: RayConfig) -> list[ShardSpec]:
+    """Write the run's ``config.yaml`` (what ``--resume`` reads back) and return its shards."""
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    specs = shard_specs(cfg, targets, seeds)
-    write_yaml(run / "config.yaml", {**cfg.to_dict(), "targets": targets, "seeds": seeds})
+    specs = shard_specs(cfg, sweep)
+    write_yaml(run / "config.yaml", {**cfg.to_dict(), "targets": sweep.targets, "seeds": sweep.seeds,
+                                     "shards_per_target": sweep.shards_per_target, "ray": ray.to_dict()})
+    return specs
+
+
+def load_run(run_dir: str | Path) -> tuple[SearchConfig, SweepConfig, RayConfig]:
+    """The settings a run was started with, for ``hwnas search --resume RUN_DIR``."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise HwnasError(f"{run_dir} is not a run folder (no config.yaml); start it with hwnas search ... --out {run_dir}")
+    return split_run_dict(read_yaml(path), str(path))
+
+
+def run_sweep(cfg: SearchConfig, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = True) -> SweepResult:
+    """All shards one after another in this process; writes ``candidates.jsonl`` and ``pareto.json``.
+
+    Finished shards are read back, not recomputed, so a rerun after an interruption completes the run.
+    (``hwnas.distributed`` runs the same shards as Ray actors.)
+    """
+    run = Path(run_dir)
+    specs = start_run(run, cfg, sweep, RayConfig(enabled=False))
     cands = []
     for i, spec in enumerate(specs):
         if progress:

@@ -122,6 +122,22 @@ class SearchSpace:
         for combo in itertools.product(*(c.values for c in self.choices)):
             yield dict(zip(self.labels, combo, strict=True))
 
+    def split(self, parts: int) -> list[dict[str, list[Any]]]:
+        """``parts`` disjoint sub-spaces that cover the space, as ``{label: values}`` restrictions.
+
+        The label with the most values (the first such) is cut into ``parts`` contiguous groups of
+        near-equal size; with values ordered small to large, each part is a cheaper or costlier region.
+        """
+        if parts == 1:
+            return [{}]
+        widest = max(self.choices, key=lambda c: len(c.values))
+        n = len(widest.values)
+        if parts > n:
+            raise ValueError(f"space {self.name} splits into at most {n} parts (label {widest.label!r} has "
+                             f"{n} values); got {parts}")
+        bounds = [round(i * n / parts) for i in range(parts + 1)]
+        return [{widest.label: list(widest.values[bounds[i]:bounds[i + 1]])} for i in range(parts)]
+
     def sample(self, rng: random.Random) -> Arch:
         """A uniformly random arch."""
         return {c.label: rng.choice(c.values) for c in self.choices}

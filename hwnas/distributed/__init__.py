@@ -1,0 +1,25 @@
+"""Ray at the edge: shards as actors, data-parallel supernets on Ray Train, the local/remote cluster.
+
+Only this package imports ``ray``. ``run_shards`` is the one entry point: with ``ray.enabled`` off it runs
+the same shards one after another in this process (``hwnas.search.sweep.run_sweep``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import RayConfig, SearchConfig, SweepConfig
+from ..search.sweep import SweepResult, run_sweep
+
+
+def run_shards(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_dir: str | Path, *,
+               progress: bool = True) -> SweepResult:
+    """Run every shard of ``sweep`` (on Ray unless ``ray_cfg.enabled`` is False) into ``run_dir``."""
+    if not ray_cfg.enabled:
+        return run_sweep(cfg, sweep, run_dir, progress=progress)
+    from .driver import run_on_ray  # imports ray
+
+    return run_on_ray(cfg, sweep, ray_cfg, run_dir, progress=progress)
+
+
+__all__ = ["run_shards"]
