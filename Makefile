@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+export RAY_USAGE_STATS_ENABLED = 0
 
 .PHONY: setup demo test bench lint clean
 
@@ -14,16 +15,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: a latency table for this CPU (the shipped one when it matches; else profiled), a 2-shard
+# Ray search of seed-cnn on the built-in digits data with two budgets, the best arch exported to ONNX,
+# the Pareto table and the report.
 demo: setup
 	rm -rf runs/demo
-	$(BIN)/hwnas search --space seed-cnn --dataset digits --relaxation gumbel --epochs 8 --out runs/demo
-	$(BIN)/hwnas train runs/demo/arch.json --epochs 10
+	$(BIN)/hwnas profile --space seed-cnn --if-missing --runs 60 --trials 3
+	$(BIN)/hwnas search --config configs/digits-demo.yaml --out runs/demo --no-report
+	$(BIN)/hwnas export runs/demo --out runs/demo/export
+	$(BIN)/hwnas report runs/demo
 
 test: setup
 	$(BIN)/pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/supernet_step.py
+	$(BIN)/python benchmarks/ray_scaling.py
 
 lint: setup
 	$(BIN)/ruff check hwnas tests benchmarks

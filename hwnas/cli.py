@@ -10,7 +10,7 @@ import sys
 from .errors import HwnasError
 
 # Command modules, in the order ``hwnas --help`` lists them. Each defines ``register(subparsers)``.
-COMMAND_MODULES = ("spaces", "search", "train", "latency", "devicekit", "export")
+COMMAND_MODULES = ("spaces", "search", "train", "latency", "devicekit", "export", "report")
 
 DESCRIPTION = """\
 hwnas: hardware-aware differentiable neural architecture search.

@@ -82,6 +82,9 @@ For a stable table pin one core and one BLAS thread:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1; tables are per count)")
     p.add_argument("--out", default=None, help="table path (default latency_tables/<device>/<space>.json)")
     p.add_argument("--limit", type=int, default=None, help="stop after measuring this many units (resume later)")
+    p.add_argument("--if-missing", action="store_true",
+                   help="do nothing when a table of this space already matches this machine (CPU model, ISA flags, "
+                        "threads), e.g. a shipped one; profile otherwise")
     add_protocol_flags(p, defaults=True)
     p.set_defaults(func=run_profile)
 
@@ -134,9 +137,12 @@ precision (target = median measured latency). Example:
 
 def run_profile(args) -> int:
     from ..latency.profile import profile_space
-    from ..latency.store import default_table_path, device_slug
+    from ..latency.store import default_table_path, device_slug, find_table
 
     space = get_space(args.space)
+    if args.if_missing and (found := find_table(space.name, args.threads)) is not None:
+        print(f"a latency table of {space.name} matches this machine: {found} (not profiling again)")
+        return 0
     device = args.device or device_slug(args.threads)
     out = Path(args.out) if args.out else default_table_path(space.name, device)
     start = time.monotonic()

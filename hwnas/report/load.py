@@ -1,0 +1,211 @@
+"""Read a run folder (one search or a sweep) into one small structure the plots and the Markdown share.
+
+Two kinds of folder:
+
+* one search (``hwnas search --out R``): ``config.yaml``, ``history.jsonl`` and, once finished, ``arch.json``;
+* a sweep (``hwnas search --targets ... --seeds ... --out R``): ``config.yaml``, ``candidates.jsonl``,
+  ``pareto.json`` and ``shards/<key>/`` (each a one-search folder plus ``candidate.json``).
+
+A single search is presented as a sweep of one shard whose candidate is built from ``arch.json``, so
+every later step handles both kinds the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import HwnasError
+from ..search.pareto import Candidate, pareto_front
+
+SINGLE_FILES = ("config.yaml", "history.jsonl", "arch.json")
+SWEEP_FILES = ("config.yaml", "candidates.jsonl", "pareto.json", "shards/")
+
+
+@dataclass
+class Shard:
+    """One search of the run: its key, per-epoch history, ``arch.json`` and candidate (None if unfinished)."""
+
+    key: str
+    path: Path
+    history: list[dict[str, Any]]
+    arch: dict[str, Any]
+    candidate: Candidate | None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target_ms(self) -> float | None:
+        """The shard's latency budget (ms), or None."""
+        for src in (self.candidate or {}, self.arch, self.config):
+            t = src.get("target_latency_ms", src.get("target_ms"))
+            if t is not None:
+                return float(t)
+        return None
+
+    @property
+    def has_latency(self) -> bool:
+        """Whether the search ran with a latency table (its history records E[T])."""
+        return any("expected_latency_ms_end" in r for r in self.history)
+
+
+@dataclass
+class Run:
+    """A run folder as read: ``kind`` is ``"search"`` or ``"sweep"``."""
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    shards: list[Shard]
+    candidates: list[Candidate]
+    front: list[Candidate]
+    notes: list[str] = field(default_factory=list)  # things the reader had to skip or assume
+
+    @property
+    def finished(self) -> list[Shard]:
+        return [s for s in self.shards if s.candidate is not None]
+
+    @property
+    def with_latency(self) -> list[Candidate]:
+        """Candidates that have a latency (measured or predicted)."""
+        return [c for c in self.candidates if latency_ms(c) is not None]
+
+    def best_shard(self) -> Shard | None:
+        """The shard of the most accurate front entry (else of the most accurate candidate, else the first)."""
+        pool = self.front or self.candidates
+        if pool:
+            key = max(pool, key=lambda c: c.get("accuracy") or 0.0).get("shard")
+            for s in self.shards:
+                if s.key == key:
+                    return s
+        return self.shards[0] if self.shards else None
+
+
+def latency_ms(c: Candidate) -> float | None:
+    """Measured latency when known, else predicted, else None."""
+    m = c.get("measured_latency_ms")
+    p = c.get("predicted_latency_ms")
+    return float(m) if m is not None else (float(p) if p is not None else None)
+
+
+def prediction_errors(cands: list[Candidate]) -> list[float]:
+    """``|predicted - measured| / measured`` of every candidate that has both latencies."""
+    return [abs(float(c["predicted_latency_ms"]) - float(c["measured_latency_ms"])) / float(c["measured_latency_ms"])
+            for c in cands if c.get("predicted_latency_ms") is not None and c.get("measured_latency_ms")]
+
+
+def not_a_run(path: Path, why: str) -> HwnasError:
+    """The error for a folder that is not a run folder: what was expected and which command writes it."""
+    return HwnasError(
+        f"{path} {why}: a run folder holds either {', '.join(SINGLE_FILES)} (written by "
+        f"`hwnas search --out {path}`) or {', '.join(SWEEP_FILES)} (written by "
+        f"`hwnas search --targets T1,T2 --out {path}`); pass the --out folder of a search")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HwnasError(f"{path} cannot be read ({err}); rerun the search that wrote it") from None
+
+
+def _read_jsonl(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """JSON lines; a broken line (a process killed mid-write) is skipped and noted."""
+    if not path.is_file():
+        return []
+    rows, bad = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(obj, dict):
+            rows.append(obj)
+    if bad:
+        notes.append(f"{path}: skipped {bad} unreadable line(s)")
+    return rows
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    from ..config import read_yaml
+
+    return dict(read_yaml(path)) if path.is_file() else {}
+
+
+def _candidate_from_arch(key: str, arch: dict[str, Any], cfg: dict[str, Any]) -> Candidate:
+    """A single search's candidate, from its ``arch.json`` (accuracy = supernet validation accuracy)."""
+    return {"arch": arch.get("arch", {}), "arch_id": arch.get("arch_id", "?"),
+            "accuracy": arch.get("supernet_val_accuracy"),
+            "accuracy_kind": "validation accuracy with the supernet's weights (no fine-tune)",
+            "predicted_latency_ms": arch.get("predicted_latency_ms"),
+            "measured_latency_ms": arch.get("measured_latency_ms"),
+            "target_latency_ms": arch.get("target_latency_ms", cfg.get("target_ms")), "shard": key,
+            "seed": cfg.get("seed"), "relaxation": cfg.get("relaxation"),
+            "supernet_val_accuracy": arch.get("supernet_val_accuracy"),
+            "search_seconds": arch.get("search_seconds")}
+
+
+def _read_shard(key: str, d: Path, notes: list[str], fallback: Candidate | None = None) -> Shard:
+    history = _read_jsonl(d / "history.jsonl", notes)
+    arch = _read_json(d / "arch.json") if (d / "arch.json").is_file() else {}
+    cand = _read_json(d / "candidate.json") if (d / "candidate.json").is_file() else fallback
+    return Shard(key, d, history, arch if isinstance(arch, dict) else {}, cand, _read_config(d / "config.yaml"))
+
+
+def _load_search(run: Path) -> Run:
+    notes: list[str] = []
+    cfg = _read_config(run / "config.yaml")
+    shard = _read_shard(run.name or "run", run, notes)
+    if not shard.history and not shard.arch:
+        raise not_a_run(run, "has an empty history.jsonl and no arch.json")
+    if shard.arch and shard.candidate is None:  # a shard folder of a sweep keeps its candidate.json
+        shard.candidate = _candidate_from_arch(shard.key, shard.arch, cfg)
+    elif not shard.arch:
+        notes.append("the search has not finished (no arch.json): the report shows the epochs so far")
+    cands = [shard.candidate] if shard.candidate else []
+    return Run(run, "search", cfg, [shard], cands, _front(cands), notes)
+
+
+def _load_sweep(run: Path) -> Run:
+    notes: list[str] = []
+    cfg = _read_config(run / "config.yaml")
+    listed = _read_jsonl(run / "candidates.jsonl", notes)
+    by_key = {str(c.get("shard")): c for c in listed}
+    root = run / "shards"
+    keys = sorted({p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()) or sorted(by_key)
+    shards = [_read_shard(k, root / k, notes, by_key.get(k)) for k in keys]
+    cands = [s.candidate for s in shards if s.candidate is not None]
+    cands += [c for k, c in by_key.items() if k not in keys]
+    unfinished = [s.key for s in shards if s.candidate is None]
+    if unfinished:
+        notes.append(f"{len(unfinished)} shard(s) have not finished: {', '.join(unfinished)}")
+    front = _read_json(run / "pareto.json") if (run / "pareto.json").is_file() else None
+    if not isinstance(front, list) or not all(isinstance(c, dict) and "arch_id" in c for c in front):
+        front = _front(cands)  # no (usable) pareto.json yet: compute it as the sweep would
+    return Run(run, "sweep", cfg, shards, cands, front, notes)
+
+
+def _front(cands: list[Candidate]) -> list[Candidate]:
+    usable = [c for c in cands if latency_ms(c) is not None and c.get("accuracy") is not None]
+    return pareto_front(usable)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read ``run_dir`` (a single search or a sweep).
+
+    Raises:
+        HwnasError: the folder does not exist or is not a run folder (the message lists the files expected
+            and the command that writes them), or one of its JSON files is unreadable.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise not_a_run(run, "does not exist")
+    if any((run / f).exists() for f in ("pareto.json", "candidates.jsonl", "shards")):
+        return _load_sweep(run)
+    if (run / "history.jsonl").is_file() or (run / "arch.json").is_file():
+        return _load_search(run)
+    raise not_a_run(run, "is not a run folder")
