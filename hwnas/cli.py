@@ -20,8 +20,11 @@ Typical flow:
   hwnas profile --space seed-cnn --device mycpu       measure a latency table (shipped for this CPU)
   hwnas search --space seed-cnn --target-ms 0.04 --out runs/a
                                                       search under a 0.04 ms budget, derive arch.json
-  hwnas search --targets 0.02,0.04,0.08 --out runs/p  one search per budget -> pareto.json
+  hwnas search --targets 0.02,0.04,0.08 --out runs/p  one shard per budget on Ray -> pareto.json, report/
+  hwnas search --resume runs/p                        finish a sweep whose driver died
+  hwnas report runs/p                                 report.md + figures (Pareto, probabilities, latency)
   hwnas train runs/a/arch.json                        retrain the derived arch, report test accuracy
+  hwnas export runs/p --out exports/p                 the best arch as checked ONNX (+ .ort, int8)
 Run `hwnas COMMAND --help` for the options of each command."""
 
 
