@@ -158,6 +158,7 @@ class RayConfig:
     max_failures: int = 3  # Ray Train worker-group restarts of a data-parallel shard
     schedule_timeout_s: float = 600.0  # a shard not started within this is an error, never a hang
     autoscaling: bool = False  # the cluster adds nodes on demand: skip the up-front fit check (the timeout stays)
+    storage: str | None = None  # URI (s3://, gs://, file://) for shard folders; None: under the run folder
     num_cpus: int | None = None  # size of a local cluster hwnas starts (None: all cores)
     object_store_mb: int = 150  # object store of a local cluster (only paths and small dicts go through it)
 

@@ -106,6 +106,14 @@ def test_run_yaml_splits_into_search_sweep_and_ray_settings():
         SweepConfig(seeds=[0, 0])
 
 
+def test_a_storage_uri_that_cannot_be_opened_names_the_accepted_forms(tmp_path):
+    from hwnas.distributed.driver import run_on_ray
+
+    with pytest.raises(ConfigError, match=r"nosuch://b.*s3://bucket/path"):
+        run_on_ray(SearchConfig(**SMALL), SweepConfig(seeds=[0, 1]), RayConfig(storage="nosuch://b/run"), tmp_path)
+    assert not (tmp_path / "config.yaml").exists(), "nothing is written before the URI is checked"
+
+
 # ---- a real local cluster --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_ray():
@@ -153,6 +161,33 @@ def test_sigkilled_shard_actor_resumes_and_the_front_equals_an_uninterrupted_run
     cand = json.loads((shard / "candidate.json").read_text())
     assert cand["resources"]["placement"] == "ray-actor" and cand["resources"]["attempt"] == 2
     assert cand["shard_seconds"] >= cand["search_seconds"] > 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_shards_on_a_storage_uri_resume_from_it_in_a_fresh_scratch_folder(local_ray, reference, tmp_path):
+    """With --storage the actor works in a new local scratch folder per start: a restart must pull the
+    checkpoint from the URI (here file://, the same code path as s3:// or gs://)."""
+    from hwnas.distributed.driver import run_on_ray
+
+    uri_dir = tmp_path / "bucket"
+    run = tmp_path / "run"
+    job = Background(run_on_ray, SearchConfig(**SMALL), SweepConfig(targets=[0.08], seeds=[0, 1]),
+                     RayConfig(max_restarts=2, storage=f"file://{uri_dir}"), run, progress=False)
+    remote = uri_dir / "shards" / "t0.08-s1"
+    h = remote / "history.jsonl"
+    wait_for(lambda: h.exists() and h.read_text().count("\n") >= 1 and not (remote / "candidate.json").exists(),
+             240, "shard t0.08-s1 to upload its first epoch checkpoint")
+    first = json.loads(h.read_text().splitlines()[0])
+    os.kill(json.loads((remote / "worker.json").read_text())["pid"], signal.SIGKILL)
+    result = job.join(300)
+
+    assert json.loads((remote / "worker.json").read_text())["attempt"] == 2
+    assert json.loads(h.read_text().splitlines()[0]) == first, "resumed from the uploaded checkpoint"
+    assert stable(result.pareto) == stable(reference.pareto)
+    assert json.loads((uri_dir / "pareto.json").read_text()) == json.loads((run / "pareto.json").read_text())
+    assert (run / "shards" / "t0.08-s1" / "checkpoint.pt").exists(), "RUN_DIR holds a copy for report/export"
+    assert not list(uri_dir.rglob("*.part")), "no half-uploaded files are left"
 
 
 @pytest.mark.ray

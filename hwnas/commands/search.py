@@ -77,6 +77,9 @@ def register(sub) -> None:
                                                         "clusters, fractions share a GPU)")
     r.add_argument("--autoscaling", action="store_true", default=None,
                    help="the cluster starts nodes on demand: do not refuse shards that no live node fits yet")
+    r.add_argument("--storage", metavar="URI", help="keep shard folders at this URI (s3://bucket/run, gs://..., "
+                                                    "file:///path) instead of under RUN_DIR; RUN_DIR gets a copy at "
+                                                    "the end")
     r.add_argument("--max-restarts", type=int, help="restarts of a crashed shard actor, each resuming from the last "
                                                     "epoch checkpoint (default 3)")
     add_data_flags(p)
@@ -98,7 +101,7 @@ FIELDS = {**DATA_FIELDS, "space": "space", "relaxation": "relaxation", "epochs":
 
 RAY_FIELDS = {"ray_address": "address", "workers_per_shard": "workers_per_shard",
               "cpus_per_shard": "cpus_per_shard", "gpus_per_shard": "gpus_per_shard", "max_restarts": "max_restarts",
-              "autoscaling": "autoscaling"}
+              "autoscaling": "autoscaling", "storage": "storage"}
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:

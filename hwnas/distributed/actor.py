@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from .._io import write_json
 from ..config import RayConfig, SearchConfig, from_dict
 from ..search.pareto import Candidate
 from ..search.sweep import ShardSpec, run_shard
+from .storage import Storage
 
 
 def shard_device(cfg: SearchConfig, gpu_ids: list) -> str:
@@ -48,7 +50,12 @@ class ShardActor:
             # Ray >= 2.48 leaves every GPU visible to an actor that asked for none: hide them ourselves
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         self.spec = ShardSpec(key, from_dict(SearchConfig, cfg, f"shard {key}"))
-        self.dir = Path(shard_dir)
+        self.storage = Storage(self.ray_cfg.storage) if self.ray_cfg.storage else None
+        if self.storage is not None:  # a local scratch copy of the shard folder, pulled from the URI
+            self.dir = Path(tempfile.mkdtemp(prefix=f"hwnas-{key}-"))
+            self.storage.pull(key, self.dir)
+        else:
+            self.dir = Path(shard_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "worker.json"  # where the shard runs now; attempt counts starts (restarts + 1)
         prev = json.loads(info.read_text()) if info.exists() else {}
@@ -56,17 +63,26 @@ class ShardActor:
         write_json(info, {"attempt": self.attempt, "pid": os.getpid(), "host": socket.gethostname(),
                           "node": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in self.gpu_ids],
                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "started": time.time()})
+        self._push()
+
+    def _push(self) -> None:
+        if self.storage is not None:
+            self.storage.push(self.dir, self.spec.key)
 
     def run(self) -> Candidate:
         """The shard's candidate (searching, resuming or reading it back as needed)."""
         if self.ray_cfg.workers_per_shard > 1:
             from .train import run_data_parallel
 
-            return run_data_parallel(self.spec, self.dir, self.ray_cfg, attempt=self.attempt)
+            cand = run_data_parallel(self.spec, self.dir, self.ray_cfg, attempt=self.attempt)
+            if self.storage is not None:
+                self.storage.pull(self.spec.key, self.dir)  # what rank 0 pushed, for status()
+            return cand
         device = shard_device(self.spec.cfg, self.gpu_ids)
         threads = self.spec.cfg.threads or max(1, int(self.ray_cfg.cpus_per_shard))
         spec = ShardSpec(self.spec.key, self.spec.cfg.replace(device=device, threads=threads))
-        cand = run_shard(spec, self.dir, resources=resources(self.ray_cfg, self.gpu_ids, device, attempt=self.attempt))
+        cand = run_shard(spec, self.dir, resources=resources(self.ray_cfg, self.gpu_ids, device, attempt=self.attempt),
+                         on_checkpoint=self._push)
         assert cand is not None
         return cand
 

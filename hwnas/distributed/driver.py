@@ -4,6 +4,7 @@ driver died only runs what is left."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from ..search.pareto import Candidate, write_front
 from ..search.sweep import ShardSpec, SweepResult, finished, start_run
 from .actor import ShardActor
 from .cluster import check_feasible, ray_session
+from .storage import Storage
 
 POLL_S = 1.0
 
@@ -45,25 +47,38 @@ def run_on_ray(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_di
             was not placed within ``schedule_timeout_s``.
         HwnasError: a shard failed after its restarts; finished shards are kept, ``--resume`` continues.
     """
+    storage = Storage(ray_cfg.storage) if ray_cfg.storage else None  # a bad URI fails before anything runs
     run = Path(run_dir).resolve()
     specs = start_run(run, cfg, sweep, ray_cfg)
-    cands: dict[str, Candidate] = {s.key: c for s in specs if (c := finished(run / "shards" / s.key)) is not None}
+    cands: dict[str, Candidate] = {s.key: c for s in specs if (c := _finished(run, s.key, storage)) is not None}
     todo = [s for s in specs if s.key not in cands]
     if progress and cands:
         print(f"{len(cands)} of {len(specs)} shards already finished in {run}; running the other {len(todo)}")
-    if not todo:
-        return SweepResult(run, list(cands.values()), write_front(run, list(cands.values())))
-    with ray_session(ray_cfg) as where:
-        if progress:
-            print(where, flush=True)
-        check_feasible(ray_cfg)
-        failures = _drive(todo, run, ray_cfg, cands, progress)
+    failures: dict[str, str] = {}
+    if todo:
+        with ray_session(ray_cfg) as where:
+            if progress:
+                print(where, flush=True)
+            check_feasible(ray_cfg)
+            failures = _drive(todo, run, ray_cfg, cands, progress)
     result = SweepResult(run, [cands[s.key] for s in specs if s.key in cands], write_front(run, list(cands.values())))
+    if storage is not None:  # RUN_DIR gets a copy of every shard folder (report, export) and the URI the front
+        for s in specs:
+            storage.pull(s.key, run / "shards" / s.key)
+        for name in ("config.yaml", "candidates.jsonl", "pareto.json"):
+            storage.write_text(name, (run / name).read_text())
     if failures:
         lines = "; ".join(f"{k}: {v}" for k, v in failures.items())
         raise HwnasError(f"{len(failures)} shard(s) failed after their restarts ({lines}). The {len(cands)} finished "
                          f"shard(s) are kept in {run}; fix the cause and run: hwnas search --resume {run}")
     return result
+
+
+def _finished(run: Path, key: str, storage: Storage | None) -> Candidate | None:
+    if storage is None:
+        return finished(run / "shards" / key)
+    text = storage.read_text("shards", key, "candidate.json")
+    return json.loads(text) if text is not None else None
 
 
 def _options(ray_cfg: RayConfig) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..search._dist import DataParallel
 from ..search.pareto import Candidate
 from ..search.sweep import ShardSpec, finished, run_shard
 from .actor import resources
+from .storage import Storage
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -38,12 +40,18 @@ def _worker(config: dict[str, Any]) -> None:
     cfg = from_dict(SearchConfig, config["cfg"], "shard config")
     cfg = cfg.replace(device=dev, threads=cfg.threads or max(1, int(ray_cfg.cpus_per_shard)))
     dp = DataParallel()
+    key, shard_dir, push = config["key"], Path(config["dir"]), None
+    if ray_cfg.storage:  # every rank resumes from the URI; rank 0 uploads each checkpoint
+        storage = Storage(ray_cfg.storage)
+        shard_dir = Path(tempfile.mkdtemp(prefix=f"hwnas-{key}-r{dp.rank}-"))
+        storage.pull(key, shard_dir)
+        push = (lambda: storage.push(shard_dir, key)) if dp.rank == 0 else None
     if dp.rank == 0:  # count worker-group starts: > 1 means Ray Train restarted it after a failure
-        info = Path(config["dir"]) / "worker.json"
+        info = shard_dir / "worker.json"
         data = json.loads(info.read_text()) if info.exists() else {}
         write_json(info, {**data, "train_group_starts": data.get("train_group_starts", 0) + 1, "ranks": dp.world})
     res = {**resources(ray_cfg, ray.get_gpu_ids(), dev, attempt=config["attempt"]), "placement": "ray-train"}
-    run_shard(ShardSpec(config["key"], cfg), config["dir"], dp=dp, resources=res)
+    run_shard(ShardSpec(key, cfg), shard_dir, dp=dp, resources=res, on_checkpoint=push)
     ray.train.report({"rank": dp.rank, "done": 1})  # a barrier: ranks end together
 
 
@@ -64,11 +72,13 @@ def run_data_parallel(spec: ShardSpec, shard_dir: Path, ray_cfg: RayConfig, *, a
                            "attempt": attempt},
         scaling_config=ScalingConfig(num_workers=ray_cfg.workers_per_shard, use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
-        run_config=RunConfig(name=f"hwnas-{spec.key}", storage_path=str(Path(shard_dir).resolve() / "ray_train"),
+        run_config=RunConfig(name=f"hwnas-{spec.key}", storage_path=ray_cfg.storage or str(Path(shard_dir).resolve() / "ray_train"),
                              failure_config=FailureConfig(max_failures=ray_cfg.max_failures)),
         torch_config=TorchConfig(backend=backend),
     )
     trainer.fit()
+    if ray_cfg.storage:
+        Storage(ray_cfg.storage).pull(spec.key, Path(shard_dir))
     cand = finished(shard_dir)
     if cand is None:
         raise HwnasError(f"shard {spec.key}: Ray Train finished without a candidate.json in {shard_dir}")

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,8 @@ def _lr_at(cfg: SearchConfig, epoch: float) -> float:
 
 
 def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
-               splits: Splits | None = None, dp: Single = SINGLE) -> SearchResult:
+               splits: Splits | None = None, dp: Single = SINGLE,
+               on_checkpoint: Callable[[], None] | None = None) -> SearchResult:
     """Run one search to the end (resuming from ``out_dir/checkpoint.pt`` when it exists).
 
     Args:
@@ -156,6 +158,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         splits: pre-loaded data (else loaded from ``cfg``).
         dp: data parallelism (``hwnas.search._dist.DataParallel`` inside a process group): every rank runs
             this function on its slice of each batch; only rank 0 writes files.
+        on_checkpoint: called (rank 0) after each epoch's checkpoint is written, e.g. to upload it.
 
     Returns:
         The derived arch with its supernet validation accuracy and the per-epoch history; with a latency
@@ -202,6 +205,8 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         if out is not None:
             append_jsonl(out / "history.jsonl", record)
             save_torch(out / "checkpoint.pt", st.state_dict())
+            if on_checkpoint is not None:
+                on_checkpoint()
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['derived_val_accuracy']:.3f}")
         bar.update(1)
     bar.close()

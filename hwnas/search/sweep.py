@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,17 +72,19 @@ def _history_seconds(d: Path) -> float:
 
 
 def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False, dp: Single = SINGLE,
-              resources: dict[str, Any] | None = None) -> Candidate | None:
+              resources: dict[str, Any] | None = None,
+              on_checkpoint: Callable[[], None] | None = None) -> Candidate | None:
     """Run (or resume, or just read back) one shard; returns its candidate and writes ``candidate.json``.
 
     Idempotent: a finished shard is read back; an interrupted one resumes from its last epoch checkpoint.
     With data parallelism every rank searches; rank 0 then fine-tunes, scores and writes (others return None).
+    ``on_checkpoint`` runs after each epoch checkpoint and after ``candidate.json`` (uploads to storage).
     """
     d = Path(shard_dir)
     if (cand := finished(d)) is not None:
         return cand
     t0, before = time.perf_counter(), _history_seconds(d)
-    result: SearchResult = run_search(spec.cfg, d, progress=progress, dp=dp)
+    result: SearchResult = run_search(spec.cfg, d, progress=progress, dp=dp, on_checkpoint=on_checkpoint)
     if not dp.is_main:
         return None
     cfg = spec.cfg
@@ -103,6 +106,8 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
         "resources": resources or local_resources(cfg),
     }
     write_json(d / "candidate.json", cand)
+    if on_checkpoint is not None:
+        on_checkpoint()
     return cand
 
 
