@@ -65,22 +65,22 @@ def register(sub) -> None:
     h.add_argument("--fine-tune-epochs", type=int,
                    help="sweeps: fine-tune each derived arch this many epochs before scoring it (default 3)")
     r = p.add_argument_group("sweeps on Ray (see cluster/README.md)")
-    r.add_argument("--shards-per-target", type=int,
+    r.add_argument("--shards-per-target", type=int, metavar="K",
                    help="split the space's widest label into this many sub-spaces, one shard each (default 1)")
-    r.add_argument("--ray-address", help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: "
+    r.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: "
                                          "$RAY_ADDRESS if set, else start a local cluster")
     r.add_argument("--no-ray", action="store_true", help="run the shards one after another in this process")
-    r.add_argument("--workers-per-shard", type=int,
+    r.add_argument("--workers-per-shard", type=int, metavar="N",
                    help="train each shard's supernet data-parallel across N Ray Train workers (default 1)")
-    r.add_argument("--cpus-per-shard", type=float, help="CPUs each shard worker asks Ray for (default 1)")
-    r.add_argument("--gpus-per-shard", type=float, help="GPUs each shard worker asks Ray for (default 0; 1 on GPU "
+    r.add_argument("--cpus-per-shard", type=float, metavar="C", help="CPUs each shard worker asks Ray for (default 1)")
+    r.add_argument("--gpus-per-shard", type=float, metavar="G", help="GPUs each shard worker asks Ray for (default 0; 1 on GPU "
                                                         "clusters, fractions share a GPU)")
     r.add_argument("--autoscaling", action="store_true", default=None,
                    help="the cluster starts nodes on demand: do not refuse shards that no live node fits yet")
     r.add_argument("--storage", metavar="URI", help="keep shard folders at this URI (s3://bucket/run, gs://..., "
                                                     "file:///path) instead of under RUN_DIR; RUN_DIR gets a copy at "
                                                     "the end")
-    r.add_argument("--max-restarts", type=int, help="restarts of a crashed shard actor, each resuming from the last "
+    r.add_argument("--max-restarts", type=int, metavar="N", help="restarts of a crashed shard actor, each resuming from the last "
                                                     "epoch checkpoint (default 3)")
     add_data_flags(p)
     add_runtime_flags(p)
