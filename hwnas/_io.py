@@ -1,4 +1,5 @@
-"""Atomic file writes: nothing already computed is lost when a process dies mid-write."""
+"""File I/O: atomic writes (nothing already computed is lost when a process dies mid-write) and JSON reads
+whose errors name the file and the fix."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Load a JSON file, turning a missing or broken file into a one-line ``HwnasError`` naming ``what``."""
+    from .errors import HwnasError
+
+    p = Path(path)
+    if not p.is_file():
+        raise HwnasError(f"{what} {p} does not exist; check the path")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HwnasError(f"{what} {p} is not valid JSON ({err}); regenerate it (rerun the command that wrote it)") from None
 
 
 def write_json(path: str | Path, obj: Any) -> None:

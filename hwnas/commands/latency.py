@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._io import read_json
 from ..errors import HwnasError
 from ..space import get_space
-from ._common import print_json, read_json
+from ._common import print_json
 
 RAW = argparse.RawDescriptionHelpFormatter
 

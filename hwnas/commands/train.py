@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from .._io import read_json
 from ..config import TrainConfig
-from ._common import DATA_FIELDS, add_data_flags, add_runtime_flags, config_from, print_json, read_json
+from ._common import DATA_FIELDS, add_data_flags, add_runtime_flags, config_from, print_json
 
 EPILOG = """\
 examples:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import read_json
 from ..errors import HwnasError
 from ..space import Arch, SearchSpace, get_space
 
@@ -26,13 +26,6 @@ class Selected:
     hparams: dict[str, float]
     source: Path  # folder with checkpoint.pt (the run, or the shard of a sweep)
     entry: dict[str, Any]  # the arch.json object or the pareto.json entry
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HwnasError(f"{what} {path} cannot be read ({err}); rerun the search that wrote it") from None
 
 
 def run_config(run: Path) -> dict[str, Any]:
@@ -63,7 +56,7 @@ def select(run_dir: str | Path, which: str) -> list[Selected]:
     cfg = run_config(run)
     pareto_path, arch_path = run / "pareto.json", run / "arch.json"
     if pareto_path.is_file():
-        entries = _read_json(pareto_path, "Pareto front")
+        entries = read_json(pareto_path, "Pareto front")
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "arch" in e for e in entries):
             raise HwnasError(f"{pareto_path} is empty or not a list of candidates with an 'arch'; rerun the sweep")
         space_name = cfg.get("space") or "seed-cnn"
@@ -75,7 +68,7 @@ def select(run_dir: str | Path, which: str) -> list[Selected]:
             cands.append(Selected(space, arch, space.arch_id(arch), {}, src, e))
         cands = [_with_shard_hparams(c) for c in cands]
     elif arch_path.is_file():
-        obj = _read_json(arch_path, "arch file")
+        obj = read_json(arch_path, "arch file")
         if not isinstance(obj, dict) or "space" not in obj:
             raise HwnasError(f"{arch_path} has no 'space' key; rerun `hwnas search --out {run}`")
         if cfg.get("space") and cfg["space"] != obj["space"]:
@@ -102,7 +95,7 @@ def _with_shard_hparams(c: Selected) -> Selected:
     path = c.source / "arch.json"
     if not path.is_file():
         return c
-    obj = _read_json(path, "arch file")
+    obj = read_json(path, "arch file")
     try:
         arch, hparams = c.space.from_json(obj)
     except HwnasError:

@@ -13,12 +13,14 @@ every later step handles both kinds the same way.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import read_json
 from ..errors import HwnasError
-from ..search.pareto import Candidate, pareto_front
+from ..search.pareto import Candidate, latency_of, pareto_front
 
 SINGLE_FILES = ("config.yaml", "history.jsonl", "arch.json")
 SWEEP_FILES = ("config.yaml", "candidates.jsonl", "pareto.json", "shards/")
@@ -83,10 +85,9 @@ class Run:
 
 
 def latency_ms(c: Candidate) -> float | None:
-    """Measured latency when known, else predicted, else None."""
-    m = c.get("measured_latency_ms")
-    p = c.get("predicted_latency_ms")
-    return float(m) if m is not None else (float(p) if p is not None else None)
+    """Measured latency when known, else predicted, else None (for plots and tables)."""
+    t = latency_of(c)
+    return None if math.isinf(t) else t
 
 
 def prediction_errors(cands: list[Candidate]) -> list[float]:
@@ -101,13 +102,6 @@ def not_a_run(path: Path, why: str) -> HwnasError:
         f"{path} {why}: a run folder holds either {', '.join(SINGLE_FILES)} (written by "
         f"`hwnas search --out {path}`) or {', '.join(SWEEP_FILES)} (written by "
         f"`hwnas search --targets T1,T2 --out {path}`); pass the --out folder of a search")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HwnasError(f"{path} cannot be read ({err}); rerun the search that wrote it") from None
 
 
 def _read_jsonl(path: Path, notes: list[str]) -> list[dict[str, Any]]:
@@ -151,8 +145,8 @@ def _candidate_from_arch(key: str, arch: dict[str, Any], cfg: dict[str, Any]) ->
 
 def _read_shard(key: str, d: Path, notes: list[str], fallback: Candidate | None = None) -> Shard:
     history = _read_jsonl(d / "history.jsonl", notes)
-    arch = _read_json(d / "arch.json") if (d / "arch.json").is_file() else {}
-    cand = _read_json(d / "candidate.json") if (d / "candidate.json").is_file() else fallback
+    arch = read_json(d / "arch.json", "arch file") if (d / "arch.json").is_file() else {}
+    cand = read_json(d / "candidate.json", "shard candidate") if (d / "candidate.json").is_file() else fallback
     return Shard(key, d, history, arch if isinstance(arch, dict) else {}, cand, _read_config(d / "config.yaml"))
 
 
@@ -183,7 +177,7 @@ def _load_sweep(run: Path) -> Run:
     unfinished = [s.key for s in shards if s.candidate is None]
     if unfinished:
         notes.append(f"{len(unfinished)} shard(s) have not finished: {', '.join(unfinished)}")
-    front = _read_json(run / "pareto.json") if (run / "pareto.json").is_file() else None
+    front = read_json(run / "pareto.json", "Pareto front") if (run / "pareto.json").is_file() else None
     if not isinstance(front, list) or not all(isinstance(c, dict) and "arch_id" in c for c in front):
         front = _front(cands)  # no (usable) pareto.json yet: compute it as the sweep would
     return Run(run, "sweep", cfg, shards, cands, front, notes)
