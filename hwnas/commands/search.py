@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..config import RayConfig, SearchConfig, SweepConfig, from_dict, read_yaml, split_run_dict
+from ..config import RayConfig, SearchConfig, SweepConfig, read_yaml, split_run_dict
 from ..errors import ConfigError
 from ..search.sweep import load_run
 from ._common import DATA_FIELDS, add_data_flags, add_runtime_flags, print_json
@@ -152,17 +151,11 @@ def _resume(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
     if given:
         raise ConfigError(f"--resume takes its settings from {args.resume}/config.yaml; drop {', '.join(given)}")
     args.out = args.resume
-    data = read_yaml(Path(args.resume) / "config.yaml") if (Path(args.resume) / "config.yaml").is_file() else None
-    if data is None:
-        raise ConfigError(f"{args.resume} holds no config.yaml: it is not a run folder started by hwnas search")
-    if "targets" not in data:  # a single search: rerunning it resumes from checkpoint.pt
-        cfg = from_dict(SearchConfig, data, f"{args.resume}/config.yaml")
-        return cfg, SweepConfig(), RayConfig(enabled=False), False
-    cfg, sweep, ray_cfg = load_run(args.resume)
+    cfg, sweep, ray_cfg, is_sweep = load_run(args.resume)  # a single search resumes from its checkpoint.pt
     changes = {k: v for k, v in (("address", args.ray_address), ("max_restarts", args.max_restarts)) if v is not None}
     if args.no_ray:
         changes["enabled"] = False
-    return cfg, sweep, ray_cfg.replace(**changes), True
+    return cfg, sweep, ray_cfg.replace(**changes), is_sweep
 
 
 def run(args) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,68 +20,62 @@ from .._io import write_json
 from ..config import RayConfig, SearchConfig, from_dict
 from ..search.pareto import Candidate
 from ..search.sweep import ShardSpec, run_shard
-from .storage import Storage
+from .storage import working_folder
 
 
-def shard_device(cfg: SearchConfig, gpu_ids: list) -> str:
-    """``cuda:0`` of what Ray assigned when torch sees it, else CPU (also for a GPU-less actor on a GPU node)."""
-    import torch
+def assigned_gpus() -> list[str]:
+    """The GPU ids Ray gave this process; with none, hide the node's GPUs (Ray >= 2.48 leaves them visible)."""
+    ids = [str(g) for g in ray.get_gpu_ids()]
+    if not ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return ids
 
-    if cfg.device == "cpu" or not gpu_ids:
-        return "cpu"
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+def worker_config(cfg: SearchConfig, ray_cfg: RayConfig, device: str) -> SearchConfig:
+    """The shard's config as one worker runs it: its device, and one torch thread per CPU it asked for."""
+    return cfg.replace(device=device, threads=cfg.threads or max(1, int(ray_cfg.cpus_per_shard)))
 
 
-def resources(ray_cfg: RayConfig, gpu_ids: list, device: str, **extra: Any) -> dict[str, Any]:
+def record_start(folder: Path, counter: str, **fields: Any) -> int:
+    """Count one more start in ``folder/worker.json`` (with where it runs); returns the new count."""
+    info = folder / "worker.json"
+    data = json.loads(info.read_text()) if info.exists() else {}
+    n = data.get(counter, 0) + 1
+    write_json(info, {**data, **fields, counter: n})
+    return n
+
+
+def resources(ray_cfg: RayConfig, gpu_ids: list[str], device: str, **extra: Any) -> dict[str, Any]:
     """What this shard asked Ray for and where it ran (recorded in candidate.json, costed by the report)."""
     return {**extra, "cpus": ray_cfg.cpus_per_shard, "gpus": ray_cfg.gpus_per_shard, "workers": ray_cfg.workers_per_shard,
             "node": ray.get_runtime_context().get_node_id()[:12], "host": socket.gethostname(),
-            "gpu_ids": [str(g) for g in gpu_ids], "device": device, "placement": "ray-actor"}
+            "gpu_ids": gpu_ids, "device": device, "placement": "ray-actor"}
 
 
 class ShardActor:
-    """Runs one shard (``ShardSpec``) into ``shard_dir`` on whatever Ray placed it."""
+    """Runs one shard (``ShardSpec``) into ``shard_dir`` (or a storage URI) on whatever Ray placed it."""
 
     def __init__(self, key: str, cfg: dict[str, Any], shard_dir: str, ray_cfg: dict[str, Any]) -> None:
         self.ray_cfg = from_dict(RayConfig, ray_cfg, "ray config")
-        self.gpu_ids = ray.get_gpu_ids()
-        if not self.gpu_ids and self.ray_cfg.workers_per_shard == 1:
-            # Ray >= 2.48 leaves every GPU visible to an actor that asked for none: hide them ourselves
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        self.gpu_ids = assigned_gpus()
         self.spec = ShardSpec(key, from_dict(SearchConfig, cfg, f"shard {key}"))
-        self.storage = Storage(self.ray_cfg.storage) if self.ray_cfg.storage else None
-        if self.storage is not None:  # a local scratch copy of the shard folder, pulled from the URI
-            self.dir = Path(tempfile.mkdtemp(prefix=f"hwnas-{key}-"))
-            self.storage.pull(key, self.dir)
-        else:
-            self.dir = Path(shard_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        info = self.dir / "worker.json"  # where the shard runs now; attempt counts starts (restarts + 1)
-        prev = json.loads(info.read_text()) if info.exists() else {}
-        self.attempt = prev.get("attempt", 0) + 1
-        write_json(info, {"attempt": self.attempt, "pid": os.getpid(), "host": socket.gethostname(),
-                          "node": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in self.gpu_ids],
-                          "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "started": time.time()})
-        self._push()
-
-    def _push(self) -> None:
-        if self.storage is not None:
-            self.storage.push(self.dir, self.spec.key)
+        self.dir, self.push = working_folder(key, Path(shard_dir), self.ray_cfg.storage)
+        self.attempt = record_start(self.dir, "attempt", pid=os.getpid(), host=socket.gethostname(),
+                                    node=ray.get_runtime_context().get_node_id(), gpu_ids=self.gpu_ids,
+                                    cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), started=time.time())
+        if self.push is not None:
+            self.push()
 
     def run(self) -> Candidate:
         """The shard's candidate (searching, resuming or reading it back as needed)."""
         if self.ray_cfg.workers_per_shard > 1:
             from .train import run_data_parallel
 
-            cand = run_data_parallel(self.spec, self.dir, self.ray_cfg, attempt=self.attempt)
-            if self.storage is not None:
-                self.storage.pull(self.spec.key, self.dir)  # what rank 0 pushed, for status()
-            return cand
-        device = shard_device(self.spec.cfg, self.gpu_ids)
-        threads = self.spec.cfg.threads or max(1, int(self.ray_cfg.cpus_per_shard))
-        spec = ShardSpec(self.spec.key, self.spec.cfg.replace(device=device, threads=threads))
+            return run_data_parallel(self.spec, self.dir, self.ray_cfg, attempt=self.attempt)
+        device = "cuda:0" if self.gpu_ids and self.spec.cfg.device != "cpu" and _cuda() else "cpu"
+        spec = ShardSpec(self.spec.key, worker_config(self.spec.cfg, self.ray_cfg, device))
         cand = run_shard(spec, self.dir, resources=resources(self.ray_cfg, self.gpu_ids, device, attempt=self.attempt),
-                         on_checkpoint=self._push)
+                         on_checkpoint=self.push)
         assert cand is not None
         return cand
 
@@ -93,4 +86,11 @@ class ShardActor:
         last = json.loads(lines[-1]) if lines else {}
         return {"epoch": len(lines), "done": (self.dir / "candidate.json").exists(),
                 "val_accuracy": last.get("derived_val_accuracy"), "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id()[:12], "gpu_ids": [str(g) for g in self.gpu_ids]}
+                "node": ray.get_runtime_context().get_node_id()[:12], "gpu_ids": self.gpu_ids}
+
+
+def _cuda() -> bool:
+    """Whether torch sees the GPU Ray assigned (a fake GPU in tests, or a driver problem, means CPU)."""
+    import torch
+
+    return torch.cuda.is_available()

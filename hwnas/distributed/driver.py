@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ class _Running:
     started: float
     seen: bool = False  # status() has answered once: the actor is placed
     status_ref: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def run_on_ray(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_dir: str | Path, *,
@@ -106,7 +105,7 @@ def _drive(todo: list[ShardSpec], run: Path, ray_cfg: RayConfig, cands: dict[str
             for r in list(running):
                 if r.ref in ready:
                     running.remove(r)
-                    _finish(r, run, cands, failures, progress)
+                    _finish(r, run, cands, failures)
                 else:
                     _poll(r, ray_cfg, progress)
     finally:
@@ -116,7 +115,7 @@ def _drive(todo: list[ShardSpec], run: Path, ray_cfg: RayConfig, cands: dict[str
     return failures
 
 
-def _finish(r: _Running, run: Path, cands: dict[str, Candidate], failures: dict[str, str], progress: bool) -> None:
+def _finish(r: _Running, run: Path, cands: dict[str, Candidate], failures: dict[str, str]) -> None:
     try:
         cand = ray.get(r.ref, timeout=60)
     except (RayActorError, RayTaskError) as err:
@@ -144,11 +143,11 @@ def _poll(r: _Running, ray_cfg: RayConfig, progress: bool) -> None:
     ready, _ = ray.wait([r.status_ref], timeout=0)
     if ready:
         try:
-            r.info = ray.get(r.status_ref, timeout=10)
+            info = ray.get(r.status_ref, timeout=10)
             r.seen = True
-            epoch = min(r.info["epoch"], r.bar.total)
-            acc = r.info.get("val_accuracy")
-            where = f"node {r.info['node']}" + (f" gpu {','.join(r.info['gpu_ids'])}" if r.info["gpu_ids"] else "")
+            epoch = min(info["epoch"], r.bar.total)
+            acc = info.get("val_accuracy")
+            where = f"node {info['node']}" + (f" gpu {','.join(info['gpu_ids'])}" if info["gpu_ids"] else "")
             line = (f"val acc {acc:.3f}, " if acc is not None else "") + where
             if r.bar.disable and epoch != r.bar.n and progress:  # logs (a Ray job, CI): one line per epoch
                 print(f"shard {r.spec.key}: epoch {epoch}/{r.bar.total}, {line}", flush=True)

@@ -9,6 +9,8 @@ shard killed mid-upload never leaves a truncated checkpoint behind.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow
@@ -71,3 +73,18 @@ class Storage:
         with self.fs.open_output_stream(self._path(name) + ".part") as out:
             out.write(text.encode())
         self.fs.move(self._path(name) + ".part", self._path(name))
+
+
+def working_folder(key: str, shard_dir: Path, uri: str | None, tag: str = "") -> tuple[Path, Callable[[], None] | None]:
+    """Where a shard process works, and what saves its progress after each checkpoint.
+
+    Without a URI: ``shard_dir`` itself (on storage every node mounts), nothing to upload. With one: a fresh
+    scratch folder pulled from the URI, and the function that uploads it back.
+    """
+    if not uri:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        return shard_dir, None
+    storage = Storage(uri)
+    local = Path(tempfile.mkdtemp(prefix=f"hwnas-{key}{tag}-"))
+    storage.pull(key, local)
+    return local, lambda: storage.push(local, key)

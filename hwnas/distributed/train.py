@@ -1,17 +1,14 @@
 """One shard's supernet trained data-parallel across Ray Train workers (``TorchTrainer``).
 
 Every worker runs ``run_shard`` with a ``DataParallel`` context over the process group Ray Train set up
-(gloo on CPU, nccl on GPU; gloo when ranks share a GPU, which nccl refuses): the same search, each rank on its slice of every batch, gradients averaged,
-so the architecture parameters are identical on all ranks. Rank 0 writes the per-epoch checkpoint into
+(gloo on CPU, nccl on GPU; gloo when ranks share a GPU, which nccl refuses): the same search, each rank
+on its slice of every batch, gradients averaged, so the architecture parameters are identical on all ranks. Rank 0 writes the per-epoch checkpoint into
 the shard folder; when a worker dies Ray Train restarts the group (``max_failures``) and the search
 resumes from that checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,38 +17,30 @@ import ray.train.torch
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from .._io import write_json
 from ..config import RayConfig, SearchConfig, from_dict
 from ..errors import HwnasError
 from ..search._dist import DataParallel
 from ..search.pareto import Candidate
 from ..search.sweep import ShardSpec, finished, run_shard
-from .actor import resources
-from .storage import Storage
+from .actor import assigned_gpus, record_start, resources, worker_config
+from .storage import Storage, working_folder
 
 
 def _worker(config: dict[str, Any]) -> None:
     """The training function of each Ray Train worker."""
     ray_cfg = from_dict(RayConfig, config["ray"], "ray config")
-    if ray_cfg.gpus_per_shard == 0:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU workers on a GPU node must not touch its GPUs
+    gpu_ids = assigned_gpus()
     device = ray.train.torch.get_device()
     dev = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"
-    cfg = from_dict(SearchConfig, config["cfg"], "shard config")
-    cfg = cfg.replace(device=dev, threads=cfg.threads or max(1, int(ray_cfg.cpus_per_shard)))
+    cfg = worker_config(from_dict(SearchConfig, config["cfg"], "shard config"), ray_cfg, dev)
     dp = DataParallel()
-    key, shard_dir, push = config["key"], Path(config["dir"]), None
-    if ray_cfg.storage:  # every rank resumes from the URI; rank 0 uploads each checkpoint
-        storage = Storage(ray_cfg.storage)
-        shard_dir = Path(tempfile.mkdtemp(prefix=f"hwnas-{key}-r{dp.rank}-"))
-        storage.pull(key, shard_dir)
-        push = (lambda: storage.push(shard_dir, key)) if dp.rank == 0 else None
-    if dp.rank == 0:  # count worker-group starts: > 1 means Ray Train restarted it after a failure
-        info = shard_dir / "worker.json"
-        data = json.loads(info.read_text()) if info.exists() else {}
-        write_json(info, {**data, "train_group_starts": data.get("train_group_starts", 0) + 1, "ranks": dp.world})
-    res = {**resources(ray_cfg, ray.get_gpu_ids(), dev, attempt=config["attempt"]), "placement": "ray-train"}
-    run_shard(ShardSpec(key, cfg), shard_dir, dp=dp, resources=res, on_checkpoint=push)
+    key = config["key"]
+    # every rank resumes from the shard folder (or pulls it from the URI); only rank 0 writes and uploads
+    shard_dir, push = working_folder(key, Path(config["dir"]), ray_cfg.storage, tag=f"-r{dp.rank}")
+    if dp.rank == 0:  # train_group_starts > 1: Ray Train restarted the group after a failure
+        record_start(shard_dir, "train_group_starts", ranks=dp.world)
+    res = {**resources(ray_cfg, gpu_ids, dev, attempt=config["attempt"]), "placement": "ray-train"}
+    run_shard(ShardSpec(key, cfg), shard_dir, dp=dp, resources=res, on_checkpoint=push if dp.rank == 0 else None)
     ray.train.report({"rank": dp.rank, "done": 1})  # a barrier: ranks end together
 
 
@@ -72,7 +61,8 @@ def run_data_parallel(spec: ShardSpec, shard_dir: Path, ray_cfg: RayConfig, *, a
                            "attempt": attempt},
         scaling_config=ScalingConfig(num_workers=ray_cfg.workers_per_shard, use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
-        run_config=RunConfig(name=f"hwnas-{spec.key}", storage_path=ray_cfg.storage or str(Path(shard_dir).resolve() / "ray_train"),
+        run_config=RunConfig(name=f"hwnas-{spec.key}",
+                             storage_path=ray_cfg.storage or str(Path(shard_dir).resolve() / "ray_train"),
                              failure_config=FailureConfig(max_failures=ray_cfg.max_failures)),
         torch_config=TorchConfig(backend=backend),
     )

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:  # relaxations read only space.choices; no import at run time
     from ..space import Arch, SearchSpace
 
@@ -83,12 +85,13 @@ class Relaxation(nn.Module):
     def restrict(self, subspace: dict[str, list]) -> None:
         """Search only a sub-space: values outside ``subspace[label]`` get probability 0 (and no gradient)."""
         for lab, keep in subspace.items():
-            values = self.space.choice(lab).values  # unknown label: UnknownNameError naming the labels
-            bad = [v for v in keep if v not in values]
-            if bad or not keep:
-                raise ValueError(f"sub-space of {lab!r} must be a non-empty subset of {values}, got {keep}")
-            a = self.alpha[lab]
-            self.allowed[lab] = torch.tensor([v in keep for v in values], device=a.device)
+            if lab not in self.alpha:
+                raise ConfigError(f"sub-space label {lab!r} is not a label of space {self.space.name!r}; its labels "
+                                  f"are {list(self.alpha)}")
+            values = self.space.choice(lab).values
+            if not keep or any(v not in values for v in keep):
+                raise ConfigError(f"sub-space of {lab!r} must be a non-empty subset of {values}, got {keep}")
+            self.allowed[lab] = torch.tensor([v in keep for v in values], device=self.alpha[lab].device)
 
     def logits(self) -> dict[str, torch.Tensor]:
         """``alpha`` with the values outside the sub-space at -inf."""

@@ -135,12 +135,14 @@ def start_run(run_dir: str | Path, cfg: SearchConfig, sweep: SweepConfig, ray: R
     return specs
 
 
-def load_run(run_dir: str | Path) -> tuple[SearchConfig, SweepConfig, RayConfig]:
-    """The settings a run was started with, for ``hwnas search --resume RUN_DIR``."""
+def load_run(run_dir: str | Path) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
+    """The settings a run was started with, for ``hwnas search --resume RUN_DIR``, and whether it is a
+    sweep (a single search's config.yaml has no targets)."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise HwnasError(f"{run_dir} is not a run folder (no config.yaml); start it with hwnas search ... --out {run_dir}")
-    return split_run_dict(read_yaml(path), str(path))
+    data = read_yaml(path)
+    return (*split_run_dict(data, str(path)), "targets" in data)
 
 
 def run_sweep(cfg: SearchConfig, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = True) -> SweepResult:
