@@ -41,13 +41,3 @@ def append_jsonl(path: str | Path, obj: Any) -> None:
         f.write(json.dumps(obj) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def save_torch(path: str | Path, obj: Any) -> None:
-    """``torch.save`` atomically."""
-    import torch
-
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(p)

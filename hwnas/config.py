@@ -7,18 +7,28 @@ YAML files and CLI flags only fill these; ``to_dict`` gives the resolved form wr
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
+from ._checks import (
+    Count,
+    FieldError,
+    Fraction,
+    LearningRate,
+    NonNegative,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    check_fields,
+    check_space_args,
+)
 from .errors import ConfigError
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 @dataclass
@@ -34,29 +44,43 @@ class SearchConfig:
     subspace: dict[str, list[Any]] | None = None  # search only these values of some labels (a shard's part)
     dataset: str = "digits"
     data_root: str | None = None
-    data_limit: int | None = None  # keep at most this many samples per split (quick runs)
+    data_limit: PositiveInt | None = None  # keep at most this many samples per split (quick runs)
     relaxation: str = "gumbel"
-    epochs: int = 10
-    warmup_epochs: int = 2
-    batch_size: int = 64
-    seed: int = 0
-    lr: float = 0.05  # weight learning rate (SGD, cosine to 0)
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    arch_lr: float = 0.05  # Adam on architecture logits (short searches need a brisk rate)
-    arch_weight_decay: float = 1e-3
-    tau_max: float | None = None  # temperature schedule; None = the relaxation's default
-    tau_min: float | None = None
+    epochs: PositiveInt = 10
+    warmup_epochs: Count = 2
+    batch_size: PositiveInt = 64
+    seed: Seed = 0
+    lr: LearningRate = 0.05  # weight learning rate (SGD, cosine to 0)
+    momentum: Fraction = 0.9
+    weight_decay: NonNegative = 3e-4
+    weight_grad_clip: PositiveFloat = 5.0  # weight step: clip the gradient's global L2 norm to this
+    arch_lr: LearningRate = 0.05  # Adam on architecture logits (short searches need a brisk rate)
+    arch_weight_decay: NonNegative = 1e-3
+    arch_beta1: Fraction = 0.5  # Adam betas of the architecture step (DARTS: 0.5, 0.999)
+    arch_beta2: Fraction = 0.999
+    tau_max: PositiveFloat | None = None  # temperature schedule; None = the relaxation's default
+    tau_min: PositiveFloat | None = None
     learn_dropout: bool = False  # learn the space's continuous dropout rate on the validation loss
+    hypergrad_lr: LearningRate = 0.05  # learn_dropout: Adam rate of the dropout rate's hypergradient step
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    threads: PositiveInt | None = None  # torch intra-op threads (None: torch's default)
+    # seeds derived from ``seed``: epoch e shuffles the train split with seed * data_seed_stride + e and the
+    # validation split with that + val_seed_offset; the hypergradient's dropout noise of architecture step
+    # s uses seed * hypergrad_seed_stride + s
+    data_seed_stride: PositiveInt = 1009
+    val_seed_offset: Count = 7919
+    hypergrad_seed_stride: PositiveInt = 7
     # ---- hardware-aware search (needs a latency table) ----
     latency_table: str | None = None  # table JSON; None with a target/hw_loss: the shipped table for this machine
     hw_loss: str | None = None  # mul (FBNet) | add (ProxylessNAS) | budget (dual ascent); None: budget if target
-    target_ms: float | None = None  # latency budget; the derived arch is predicted <= it
-    hw_lambda: float | None = None  # add: weight of E[T]/T_ref (0.1); budget: initial multiplier (0)
-    dual_lr: float = 0.2  # budget: dual-ascent step on lambda per architecture step
-    fine_tune_epochs: int = 3  # sweeps: fine-tune each derived arch from the supernet before scoring it
+    target_ms: PositiveFloat | None = None  # latency budget; the derived arch is predicted <= it
+    hw_lambda: NonNegative | None = None  # add: weight of E[T]/T_ref (0.1); budget: initial multiplier (0)
+    fbnet_a: PositiveFloat = 0.2  # mul: L = CE * a * log(E[T] / 1us) ** b (FBNet's a and b)
+    fbnet_b: PositiveFloat = 0.6
+    dual_lr: PositiveFloat = 0.2  # budget: dual-ascent step on lambda per architecture step
+    dual_margin: Fraction = 0.02  # budget: lambda grows until E[T] <= target * (1 - margin)
+    fine_tune_epochs: Count = 3  # sweeps: fine-tune each derived arch from the supernet before scoring it
+    fine_tune_lr_factor: PositiveFloat = 0.4  # sweeps: the fine-tune's peak lr is lr * this
 
     def __post_init__(self) -> None:
         from .data import DATASETS
@@ -64,27 +88,31 @@ class SearchConfig:
         from .search.hardware import HW_LOSSES
         from .space import SPACES
 
+        check_fields(self)
         if self.hw_loss is not None:
             HW_LOSSES.get(self.hw_loss)
-        if self.target_ms is not None and self.target_ms <= 0:
-            raise ConfigError(f"target_ms must be > 0 (a latency budget in ms), got {self.target_ms}")
         if self.hw_loss == "budget" and self.target_ms is None:
-            raise ConfigError("hw_loss 'budget' needs target_ms: pass --target-ms with the latency budget in ms")
-        _positive("fine_tune_epochs", self.fine_tune_epochs, allow_zero=True)
-
+            raise FieldError("hw_loss", "hw_loss 'budget' needs target_ms",
+                             "pass --target-ms with the latency budget in ms")
         SPACES.get(self.space)
-        RELAXATIONS.get(self.relaxation)
+        check_space_args(self.space, self.space_args)
+        relax = RELAXATIONS.get(self.relaxation)
         DATASETS.get(self.dataset)
-        _positive("epochs", self.epochs)
-        _positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
         if self.warmup_epochs >= self.epochs:
-            raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs}): "
-                              "otherwise the architecture is never trained")
-        _positive("batch_size", self.batch_size)
-        _positive("lr", self.lr)
-        _positive("arch_lr", self.arch_lr)
+            raise FieldError("warmup_epochs", f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})",
+                             "otherwise the architecture is never trained")
+        defaults = {k: p.default for k, p in inspect.signature(relax).parameters.items()}
+        tau_max = self.tau_max if self.tau_max is not None else defaults.get("tau_max")
+        tau_min = self.tau_min if self.tau_min is not None else defaults.get("tau_min")
+        if isinstance(tau_max, float) and isinstance(tau_min, float) and tau_max < tau_min:
+            given = "tau_max" if self.tau_max is not None else "tau_min"
+            default = {"tau_max": self.tau_max, "tau_min": self.tau_min}
+            shown = ", ".join(f"{k} {v:g}" + (f" ({self.relaxation}'s default)" if default[k] is None else "")
+                              for k, v in (("tau_max", tau_max), ("tau_min", tau_min)))
+            raise FieldError(given, f"tau_max must be >= tau_min (the temperature anneals from tau_max down to "
+                             f"tau_min), got {shown}", "pass both --tau-max and --tau-min, tau_max the larger")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise FieldError("device", f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     @property
     def hardware_aware(self) -> bool:
@@ -103,42 +131,40 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_root: str | None = None
-    data_limit: int | None = None
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
+    data_limit: PositiveInt | None = None
+    epochs: PositiveInt = 15
+    batch_size: PositiveInt = 64
+    lr: LearningRate = 0.05  # peak of the one-cycle schedule
+    momentum: Fraction = 0.9
+    weight_decay: NonNegative = 5e-4
+    seed: Seed = 0
     device: str = "auto"
-    threads: int | None = None
+    threads: PositiveInt | None = None
+    data_seed_stride: PositiveInt = 1009  # epoch e shuffles the train split with seed * data_seed_stride + e
 
     def __post_init__(self) -> None:
         from .data import DATASETS
 
+        check_fields(self)
         DATASETS.get(self.dataset)
-        _positive("epochs", self.epochs)
-        _positive("batch_size", self.batch_size)
-        _positive("lr", self.lr)
 
 
 @dataclass
 class SweepConfig:
     """Which shards a run has: one search per latency target x seed x part of the space."""
 
-    targets: list[float | None] = field(default_factory=lambda: [None])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    shards_per_target: int = 1  # > 1 splits the space's widest label into this many sub-spaces
+    targets: list[PositiveFloat | None] = field(default_factory=lambda: [None])  # latency budgets (ms)
+    seeds: list[Seed] = field(default_factory=lambda: [0])
+    shards_per_target: PositiveInt = 1  # > 1 splits the space's widest label into this many sub-spaces
 
     def __post_init__(self) -> None:
-        if not self.targets or not self.seeds:
-            raise ConfigError("targets and seeds must each list at least one value")
-        for t in self.targets:
-            if t is not None and t <= 0:
-                raise ConfigError(f"targets are latency budgets in ms and must be > 0, got {t}")
-        if len(set(self.seeds)) != len(self.seeds) or len(set(self.targets)) != len(self.targets):
-            raise ConfigError(f"targets and seeds must not repeat, got {self.targets} and {self.seeds}")
-        _positive("shards_per_target", self.shards_per_target)
+        check_fields(self)
+        for key in ("targets", "seeds"):
+            values = getattr(self, key)
+            if not values:
+                raise FieldError(key, f"{key} must list at least one value, got {values}")
+            if len(set(values)) != len(values):
+                raise FieldError(key, f"{key} must not repeat, got {values}")
 
 
 @dataclass
@@ -151,28 +177,23 @@ class RayConfig:
 
     enabled: bool = True  # False: shards run one after another in this process (no Ray)
     address: str | None = None  # auto | HOST:PORT | ray://...; None: $RAY_ADDRESS if set, else a local cluster
-    workers_per_shard: int = 1
-    cpus_per_shard: float = 1.0
-    gpus_per_shard: float = 0.0
-    max_restarts: int = 3  # actor restarts (a shard resumes from its last epoch checkpoint)
-    max_failures: int = 3  # Ray Train worker-group restarts of a data-parallel shard
-    schedule_timeout_s: float = 600.0  # a shard not started within this is an error, never a hang
+    workers_per_shard: PositiveInt = 1
+    cpus_per_shard: PositiveFloat = 1.0
+    gpus_per_shard: NonNegative = 0.0
+    max_restarts: Count = 3  # actor restarts (a shard resumes from its last epoch checkpoint)
+    max_failures: Count = 3  # Ray Train worker-group restarts of a data-parallel shard
+    schedule_timeout_s: PositiveFloat = 600.0  # a shard not started within this is an error, never a hang
     autoscaling: bool = False  # the cluster adds nodes on demand: skip the up-front fit check (the timeout stays)
     storage: str | None = None  # URI (s3://, gs://, file://) for shard folders; None: under the run folder
-    num_cpus: int | None = None  # size of a local cluster hwnas starts (None: all cores)
-    object_store_mb: int = 150  # object store of a local cluster (only paths and small dicts go through it)
+    num_cpus: PositiveInt | None = None  # size of a local cluster hwnas starts (None: all cores)
+    # object store of a local cluster (only paths and small dicts go through it); Ray's minimum is 75 MiB
+    object_store_mb: Annotated[int, Range(80)] = 150
 
     def __post_init__(self) -> None:
-        _positive("workers_per_shard", self.workers_per_shard)
-        _positive("cpus_per_shard", self.cpus_per_shard)
-        _positive("gpus_per_shard", self.gpus_per_shard, allow_zero=True)
+        check_fields(self)
         if self.gpus_per_shard > 1 and self.gpus_per_shard != int(self.gpus_per_shard):
-            raise ConfigError(f"gpus_per_shard above 1 must be a whole number (Ray's rule), got {self.gpus_per_shard}")
-        _positive("max_restarts", self.max_restarts, allow_zero=True)
-        _positive("max_failures", self.max_failures, allow_zero=True)
-        _positive("schedule_timeout_s", self.schedule_timeout_s)
-        if self.object_store_mb < 80:
-            raise ConfigError(f"object_store_mb must be >= 80 (Ray's minimum is 75 MiB), got {self.object_store_mb}")
+            raise FieldError("gpus_per_shard", f"gpus_per_shard above 1 must be a whole number (Ray's rule), got "
+                             f"{self.gpus_per_shard}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -184,24 +205,44 @@ class RayConfig:
 SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepConfig))
 
 
-def split_run_dict(data: dict[str, Any], where: str) -> tuple[SearchConfig, SweepConfig, RayConfig]:
-    """A run's YAML: search keys at the top level, plus targets/seeds/shards_per_target and a ``ray:`` section."""
+def split_run_dict(data: dict[str, Any], where: str, *, flags: Collection[str] = ()
+                   ) -> tuple[SearchConfig, SweepConfig, RayConfig]:
+    """A run's YAML: search keys at the top level, plus targets/seeds/shards_per_target and a ``ray:`` section.
+
+    ``flags`` names the keys set by command-line flags (``ray.KEY`` for the ray section): errors in them say
+    "flags" instead of ``where``.
+    """
     data = dict(data)
     ray_part = data.pop("ray", None) or {}
     if not isinstance(ray_part, dict):
-        raise ConfigError(f"'ray' in {where} must be a mapping of RayConfig keys, got {ray_part!r}")
+        raise ConfigError(f"'ray' in {where} must be a mapping of RayConfig keys (e.g. ray: {{cpus_per_shard: 1}}), "
+                          f"got {ray_part!r}")
     sweep_part = {k: data.pop(k) for k in SWEEP_KEYS if k in data and data[k] is not None}
-    return (from_dict(SearchConfig, data, where), from_dict(SweepConfig, sweep_part, where),
-            from_dict(RayConfig, ray_part, f"the ray: section of {where}"))
+    ray_flags = {k.removeprefix("ray.") for k in flags if k.startswith("ray.")}
+    return (from_dict(SearchConfig, data, where, flags=flags), from_dict(SweepConfig, sweep_part, where, flags=flags),
+            from_dict(RayConfig, ray_part, f"the ray: section of {where}", flags=ray_flags))
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build config dataclass ``cls`` from ``data``; unknown keys are an error that lists the known ones."""
+def from_dict(cls: type, data: dict[str, Any], where: str = "config", *, flags: Collection[str] = ()) -> Any:
+    """Build config dataclass ``cls`` from ``data``; unknown keys are an error that lists the known ones.
+
+    Args:
+        cls: a config dataclass.
+        data: its keys and values.
+        where: where ``data`` came from (a YAML path, "flags"), named in every error.
+        flags: the keys of ``data`` that command-line flags set (errors in them say "flags").
+
+    Raises:
+        ConfigError: an unknown key, or a value ``cls`` refuses (``FieldError``, with ``where`` filled in).
+    """
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown} in {where}; known keys: {sorted(known)}")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except FieldError as err:
+        raise FieldError(err.key, err.problem, err.fix, "flags" if err.key in flags else where) from None
 
 
 def write_yaml(path: Path, obj: dict[str, Any]) -> None:
@@ -217,8 +258,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {p} does not exist")
     try:
         data = yaml.safe_load(p.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not a text file (not UTF-8); pass a YAML config") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML{where} ({problem}); fix that line") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of keys to values")
     return data

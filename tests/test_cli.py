@@ -83,7 +83,47 @@ def test_train_inherit_from_a_folder_without_checkpoint(tmp_path):
     path = tmp_path / "arch.json"
     path.write_text(json.dumps({"space": "seed-cnn",
                                 "arch": {"C_i": 16, "C_o": 16, "k": 3, "k_p": 2, "n": 128, "act": "relu"}}))
-    _one_line_error(run_cli("train", str(path), "--inherit", str(tmp_path)), "no checkpoint.pt", "hwnas search")
+    _one_line_error(run_cli("train", str(path), "--inherit", str(tmp_path)), "no checkpoint.safetensors", "hwnas search")
+
+
+def test_train_save_writes_weights_and_never_clobbers_other_files(tmp_path, capsys):
+    """--save refuses, before training, a run folder's own file names, any path inside a run folder and an
+    existing file that an earlier --save did not write; it writes a weights file that loads into the arch."""
+    import torch
+
+    from hwnas._ckpt import load_state, save_state
+    from hwnas.cli import main
+    from hwnas.space import get_space
+
+    arch = {"C_i": 16, "C_o": 16, "k": 3, "k_p": 2, "n": 128, "act": "relu"}
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps({"space": "seed-cnn", "arch": arch}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("space: seed-cnn\n")
+    (run / "history.jsonl").write_text("")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    search_ckpt = save_state(tmp_path / "s.safetensors", {"net": {}}, kind="search")
+    train = ["train", str(path), "--epochs", "1", "--data-limit", "64", "--threads", "1", "--no-progress"]
+    for target, fragment in [(run / "w.safetensors", "inside the run folder"),
+                             (run / "sub" / "w.safetensors", "inside the run folder"),
+                             (tmp_path / "checkpoint.safetensors", "run folder's own file"),
+                             (tmp_path / "pareto.json", "run folder's own file"),
+                             (notes, "not an hwnas weights file"), (search_ckpt, "not an hwnas weights file"),
+                             (tmp_path, "is a folder")]:
+        assert main([*train, "--save", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("hwnas: error: --save") and fragment in err, err
+    assert notes.read_text() == "mine" and not (run / "w.safetensors").exists()
+    out = tmp_path / "w" / "digits.safetensors"
+    for _ in range(2):  # the second run replaces the first run's weights file
+        assert main([*train, "--save", str(out)]) == 0
+    state, meta = load_state(out, kind="weights", what="--weights", fix="")
+    assert meta == {"space": "seed-cnn", "space_args": {}, "arch": arch, "hparams": {}}
+    model = get_space("seed-cnn").build(arch)
+    model.load_state_dict(state, strict=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
 def test_config_file_with_unknown_key(tmp_path):

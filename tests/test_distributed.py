@@ -186,7 +186,7 @@ def test_shards_on_a_storage_uri_resume_from_it_in_a_fresh_scratch_folder(local_
     assert json.loads(h.read_text().splitlines()[0]) == first, "resumed from the uploaded checkpoint"
     assert stable(result.pareto) == stable(reference.pareto)
     assert json.loads((uri_dir / "pareto.json").read_text()) == json.loads((run / "pareto.json").read_text())
-    assert (run / "shards" / "t0.08-s1" / "checkpoint.pt").exists(), "RUN_DIR holds a copy for report/export"
+    assert (run / "shards" / "t0.08-s1" / "checkpoint.safetensors").exists(), "RUN_DIR holds a copy for report/export"
     assert not list(uri_dir.rglob("*.part")), "no half-uploaded files are left"
 
 
@@ -196,10 +196,10 @@ def test_more_gpus_than_the_cluster_has_fails_fast_with_the_fix(local_ray, tmp_p
     from hwnas.distributed.driver import run_on_ray
 
     with pytest.raises(ConfigError, match=r"1 GPU.*no node.*gpus-per-shard"):
-        run_on_ray(SearchConfig(**SMALL), SweepConfig(seeds=[0, 1]), RayConfig(gpus_per_shard=1), tmp_path,
+        run_on_ray(SearchConfig(**SMALL), SweepConfig(seeds=[0, 1]), RayConfig(gpus_per_shard=1), tmp_path / "a",
                    progress=False)
     with pytest.raises(ConfigError, match="workers-per-shard"):
-        run_on_ray(SearchConfig(**SMALL), SweepConfig(seeds=[0, 1]), RayConfig(workers_per_shard=3), tmp_path,
+        run_on_ray(SearchConfig(**SMALL), SweepConfig(seeds=[0, 1]), RayConfig(workers_per_shard=3), tmp_path / "b",
                    progress=False)
 
 

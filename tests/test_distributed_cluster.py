@@ -16,7 +16,7 @@ from conftest import ROOT, run_cli
 from test_distributed import SMALL, Background, wait_for
 
 from hwnas.config import ConfigError, RayConfig, SearchConfig, SweepConfig
-from hwnas.search.pareto import read_candidates
+from hwnas.run import read_jsonl
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -119,7 +119,7 @@ def test_killed_driver_then_resume_completes_the_run(tmp_path):
     assert "Pareto front" in out.stdout
     assert json.loads(h.read_text().splitlines()[0]) == first, "the resumed shard kept its finished epoch"
     assert json.loads((run / "pareto.json").read_text())
-    assert {c["shard"] for c in read_candidates(run / "candidates.jsonl")} == {"t0.08-s0", "t0.08-s1"}
+    assert {c["shard"] for c in read_jsonl(run / "candidates.jsonl")} == {"t0.08-s0", "t0.08-s1"}
 
 
 def test_resume_refuses_new_settings_and_non_run_folders(tmp_path):

@@ -16,6 +16,7 @@ import torch
 from conftest import ROOT, run_cli
 
 import hwnas
+from hwnas._ckpt import save_state
 from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.export import PARITY_TOLERANCE, LatencyGapWarning, export
@@ -182,8 +183,9 @@ def test_weights_file_from_hwnas_train(seed_run, tmp_path):
     space = get_space("seed-cnn")
     torch.manual_seed(3)
     module = space.build(obj["arch"]).eval()
-    ckpt = tmp_path / "w.pt"
-    torch.save({"space": "seed-cnn", "arch": obj["arch"], "hparams": {}, "state_dict": module.state_dict()}, ckpt)
+    ckpt = tmp_path / "w.safetensors"
+    save_state(ckpt, module.state_dict(), kind="weights",
+               meta={"space": "seed-cnn", "space_args": {}, "arch": obj["arch"], "hparams": {}})
     out = tmp_path / "w"
     m = export(seed_run, out, weights=ckpt, protocol=FAST)
     x = _x(space, 1, seed=4)
@@ -230,14 +232,14 @@ def _fails(capsys, args: list[str], out: Path, *fragments: str) -> None:
 
 def test_corrupted_checkpoint(seed_run, tmp_path, capsys):
     run = _copy(seed_run, tmp_path)
-    (run / "checkpoint.pt").write_bytes(b"\x00garbage" * 100)
+    (run / "checkpoint.safetensors").write_bytes(b"\x00garbage" * 100)
     _fails(capsys, ["export", str(run)], tmp_path / "o", "checkpoint", "corrupted", "rerun")
 
 
 def test_truncated_checkpoint(seed_run, tmp_path, capsys):
     run = _copy(seed_run, tmp_path)
-    data = (run / "checkpoint.pt").read_bytes()
-    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    data = (run / "checkpoint.safetensors").read_bytes()
+    (run / "checkpoint.safetensors").write_bytes(data[: len(data) // 2])
     _fails(capsys, ["export", str(run)], tmp_path / "o", "checkpoint", "rerun")
 
 
@@ -245,20 +247,22 @@ def test_weights_for_another_arch(seed_run, tmp_path, capsys):
     obj = json.loads((seed_run / "arch.json").read_text())
     space = get_space("seed-cnn")
     other = next(a for a in space.enumerate() if a != obj["arch"])
-    ckpt = tmp_path / "other.pt"
-    torch.save({"space": "seed-cnn", "arch": other, "hparams": {}, "state_dict": space.build(other).state_dict()}, ckpt)
+    ckpt = tmp_path / "other.safetensors"
+    save_state(ckpt, space.build(other).state_dict(), kind="weights",
+               meta={"space": "seed-cnn", "space_args": {}, "arch": other, "hparams": {}})
     _fails(capsys, ["export", str(seed_run), "--weights", str(ckpt)], tmp_path / "o",
            space.arch_id(other), "--arch")
     # same arch label but tensors of another shape (no arch recorded in the file)
-    torch.save({"space": "seed-cnn", "state_dict": space.build(other).state_dict()}, ckpt)
+    save_state(ckpt, space.build(other).state_dict(), kind="weights", meta={"space": "seed-cnn"})
     _fails(capsys, ["export", str(seed_run), "--weights", str(ckpt)], tmp_path / "o", "do not fit", "hwnas train")
 
 
 def test_weights_of_another_space(seed_run, mb_run, tmp_path, capsys):
     mb = get_space("mbconv")
     arch = json.loads((mb_run / "arch.json").read_text())["arch"]
-    ckpt = tmp_path / "mb.pt"
-    torch.save({"space": "mbconv", "arch": arch, "hparams": {}, "state_dict": mb.build(arch).state_dict()}, ckpt)
+    ckpt = tmp_path / "mb.safetensors"
+    save_state(ckpt, mb.build(arch).state_dict(), kind="weights",
+               meta={"space": "mbconv", "space_args": {}, "arch": arch, "hparams": {}})
     _fails(capsys, ["export", str(seed_run), "--weights", str(ckpt)], tmp_path / "o", "mbconv", "seed-cnn")
 
 
@@ -286,7 +290,7 @@ def test_failed_export_keeps_the_previous_one(seed_run, seed_export, tmp_path):
     with pytest.raises(HwnasError, match="no such arch id"):
         export(seed_run, out, arch="nope", protocol=FAST)
     run = _copy(seed_run, tmp_path)
-    (run / "checkpoint.pt").write_bytes(b"junk")
+    (run / "checkpoint.safetensors").write_bytes(b"junk")
     with pytest.raises(HwnasError, match="corrupted"):
         export(run, out, protocol=FAST)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -294,7 +298,7 @@ def test_failed_export_keeps_the_previous_one(seed_run, seed_export, tmp_path):
     # a folder that is not an export is never replaced
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("mine")
-    with pytest.raises(HwnasError, match="not an export folder"):
+    with pytest.raises(HwnasError, match="not an hwnas export"):
         export(seed_run, tmp_path / "notes", protocol=FAST)
     assert (tmp_path / "notes" / "a.txt").read_text() == "mine"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from hwnas.search.pareto import pareto_front, read_candidates, write_front
+from hwnas.run import read_front, read_jsonl, write_front
+from hwnas.search.pareto import pareto_front
 
 
 def _c(i, acc, ms, shard="s"):
@@ -44,5 +45,5 @@ def test_predicted_latency_is_used_when_not_measured():
 def test_write_front_roundtrip(tmp_path):
     cands = [_c(1, 0.9, 0.02, "b"), _c(2, 0.95, 0.04, "a")]
     front = write_front(tmp_path, cands)
-    assert [c["shard"] for c in read_candidates(tmp_path / "candidates.jsonl")] == ["a", "b"]
-    assert len(front) == 2 and (tmp_path / "pareto.json").is_file()
+    assert [c["shard"] for c in read_jsonl(tmp_path / "candidates.jsonl")] == ["a", "b"]
+    assert len(front) == 2 and read_front(tmp_path) == front

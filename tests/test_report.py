@@ -44,7 +44,7 @@ def sweep_run(tmp_path_factory) -> Path:
 
 def _copy(run: Path, dst: Path) -> Path:
     """A copy of a run folder without its checkpoints (cheap to edit)."""
-    return Path(shutil.copytree(run, dst, ignore=shutil.ignore_patterns("*.pt", "report")))
+    return Path(shutil.copytree(run, dst, ignore=shutil.ignore_patterns("checkpoint.*", "report")))
 
 
 def assert_png(path: Path) -> None:

@@ -35,7 +35,7 @@ def test_run_folder_contents(tmp_path):
     arch_file = json.loads((tmp_path / "arch.json").read_text())
     assert space.from_json(arch_file)[0] == result.arch
     assert arch_file["arch_id"] == result.arch_id
-    assert (tmp_path / "checkpoint.pt").is_file()
+    assert (tmp_path / "checkpoint.safetensors").is_file() and not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_rerun_of_a_finished_run_resumes_instead_of_recomputing(tmp_path):

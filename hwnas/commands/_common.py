@@ -18,11 +18,9 @@ def config_from(cls, args, fields: dict[str, str]) -> Any:
     from ..config import from_dict, read_yaml
 
     data = read_yaml(args.config) if getattr(args, "config", None) else {}
-    for dest, name in fields.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            data[name] = value
-    return from_dict(cls, data, args.config or "flags")
+    flags = {name: getattr(args, dest) for dest, name in fields.items() if getattr(args, dest, None) is not None}
+    data.update(flags)
+    return from_dict(cls, data, args.config or "flags", flags=flags)
 
 
 def add_data_flags(p) -> None:

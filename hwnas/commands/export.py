@@ -7,7 +7,8 @@ import argparse
 EPILOG = """\
 examples:
   hwnas export runs/digits --out exports/digits              best arch, supernet weights, model.onnx
-  hwnas export runs/digits --weights digits.pt --out exp/d   weights of `hwnas train ... --save digits.pt`
+  hwnas export runs/digits --weights w/digits.safetensors --out exp/d
+                                                             weights of `hwnas train ... --save w/digits.safetensors`
   hwnas export runs/pareto --arch all --out exports/pareto   every Pareto entry into exports/pareto/<arch_id>/
   hwnas export runs/digits --ort --int8 --out exports/mobile ORT Mobile file + int8 QDQ model, compared
   hwnas export runs/digits --dynamic-batch --out exports/b   batch axis of x/y left dynamic

@@ -55,10 +55,10 @@ def protocol_from(args: argparse.Namespace, base: dict | None = None):
     """``Protocol`` from the flags, on top of a recorded protocol dict ``base`` (or the defaults)."""
     from ..latency.protocol import Protocol, ProtocolError
 
-    proto = Protocol.from_dict(base) if base else Protocol()
     changes = {k: getattr(args, k) for k in ("runs", "trials", "warmup_runs", "warmup_s", "aggregate", "threads")
                if getattr(args, k, None) is not None}
     try:
+        proto = Protocol.from_dict(base) if base else Protocol()
         return dataclasses.replace(proto, **changes)
     except ProtocolError as err:
         raise HwnasError(str(err)) from None
@@ -197,7 +197,7 @@ def run_calibrate(args) -> int:
     _check_positive(samples=args.samples, batch=args.batch)
     space = get_space(args.space) if args.space else None
     with _warnings_as_lines():
-        proto = protocol_from(args, read_table(args.table).protocol)
+        proto = protocol_from(args, read_table(args.table, calibration=False).protocol)
         block = calibrate_table(args.table, args.samples, args.seed, proto, space, args.batch, not args.no_progress)
     scales = ", ".join(f"{k}={v:.3f}" for k, v in block["scales"].items())
     bounds = ", ".join(f"{k}={1000 * v:+.2f}" for k, v in block["boundary"].items())

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import RayConfig, SearchConfig, SweepConfig, read_yaml, split_run_dict
 from ..errors import ConfigError
-from ..search.sweep import load_run
+from ..run import load_settings
 from ._common import DATA_FIELDS, add_data_flags, add_runtime_flags, print_json
 
 EPILOG = """\
@@ -19,8 +19,9 @@ examples:
   hwnas search --resume runs/sweep                         finish a run whose driver died
 
 A single search's folder gets config.yaml (resolved), history.jsonl (one line per epoch: losses,
-accuracies, entropy and probabilities of each choice, E[T], lambda, the derived arch), checkpoint.pt
-(the whole state, written atomically each epoch: rerunning the same command resumes) and arch.json.
+accuracies, entropy and probabilities of each choice, E[T], lambda, the derived arch),
+checkpoint.safetensors (the whole state as data, never a pickle, written atomically each epoch:
+rerunning the same command resumes) and arch.json.
 A sweep (--targets, several --seeds or --shards-per-target) gets shards/<key>/ (one such folder per
 shard, plus candidate.json), candidates.jsonl and pareto.json. Shards run as Ray actors (hwnas starts
 a local cluster unless --ray-address or $RAY_ADDRESS names one; --no-ray runs them one after another
@@ -83,7 +84,10 @@ def register(sub) -> None:
                                                     "epoch checkpoint (default 3)")
     add_data_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (created; a rerun of the same command resumes it)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (created; a rerun of the same command resumes it; a "
+                                                    "folder holding another run is refused)")
+    p.add_argument("--fresh", action="store_true", help="delete the run already in --out (only its run files) and "
+                                                        "start over")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish the run in RUN_DIR with the settings it was started "
                                                        "with (finished shards are kept); --ray-address may change")
     p.add_argument("--json", action="store_true", help="print arch.json to stdout at the end")
@@ -103,13 +107,16 @@ RAY_FIELDS = {"ray_address": "address", "workers_per_shard": "workers_per_shard"
               "autoscaling": "autoscaling", "storage": "storage"}
 
 
-def _floats(text: str | None, what: str) -> list[float] | None:
+def _floats(text: str | None, what: str, kind: type = float) -> list | None:
+    """``"0.02,0.04"`` as ``[0.02, 0.04]`` (``kind=int``: whole numbers only, ``"0,1"``)."""
     if text is None:
         return None
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return [kind(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ConfigError(f"{what} must be comma-separated numbers, e.g. 0.02,0.04, got {text!r}") from None
+        example = "0,1" if kind is int else "0.02,0.04"
+        raise ConfigError(f"{what} must be comma-separated {'whole ' if kind is int else ''}numbers, e.g. {example}, "
+                          f"got {text!r}") from None
 
 
 def print_front(front: list[dict]) -> None:
@@ -123,24 +130,28 @@ def print_front(front: list[dict]) -> None:
 def _load(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
     """Config file, then flags: the search, its shards, how they run on Ray, and whether it is a sweep."""
     data = read_yaml(args.config) if args.config else {}
-    for dest, name in FIELDS.items():
-        if getattr(args, dest, None) is not None:
-            data[name] = getattr(args, dest)
+    flags = {name: getattr(args, dest) for dest, name in FIELDS.items() if getattr(args, dest, None) is not None}
     if args.targets is not None:
-        data["targets"] = _floats(args.targets, "--targets")
+        flags["targets"] = _floats(args.targets, "--targets")
     if args.seeds is not None:
-        data["seeds"] = [int(s) for s in _floats(args.seeds, "--seeds")]
+        flags["seeds"] = _floats(args.seeds, "--seeds", int)
     if args.shards_per_target is not None:
-        data["shards_per_target"] = args.shards_per_target
-    ray_part = dict(data.get("ray") or {})
-    ray_part.update({name: getattr(args, dest) for dest, name in RAY_FIELDS.items() if getattr(args, dest) is not None})
+        flags["shards_per_target"] = args.shards_per_target
+    data.update(flags)
+    ray_part = data.get("ray") or {}
+    if not isinstance(ray_part, dict):
+        raise ConfigError(f"'ray' in {args.config} must be a mapping of RayConfig keys (e.g. ray: {{cpus_per_shard: 1}}),"
+                          f" got {ray_part!r}")
+    ray_flags = {name: getattr(args, dest) for dest, name in RAY_FIELDS.items() if getattr(args, dest) is not None}
     if args.no_ray:
-        ray_part["enabled"] = False
-    data["ray"] = ray_part
-    is_sweep = ("targets" in data or len(data.get("seeds") or []) > 1 or (data.get("shards_per_target") or 1) > 1)
+        ray_flags["enabled"] = False
+    data["ray"] = {**ray_part, **ray_flags}
+    explicit_targets = "targets" in data
     data.setdefault("targets", [data.get("target_ms")])
     data.setdefault("seeds", [data.get("seed", 0)])
-    cfg, sweep, ray_cfg = split_run_dict(data, args.config or "flags")
+    cfg, sweep, ray_cfg = split_run_dict(data, args.config or "flags",
+                                         flags={*flags, *(f"ray.{k}" for k in ray_flags)})
+    is_sweep = explicit_targets or len(sweep.seeds) > 1 or sweep.shards_per_target > 1
     return cfg, sweep, ray_cfg, is_sweep
 
 
@@ -148,10 +159,12 @@ def _resume(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
     given = [f"--{d.replace('_', '-')}" for d in [*FIELDS, "targets", "seeds", "shards_per_target", "config", "out",
                                                    "workers_per_shard", "cpus_per_shard", "gpus_per_shard"]
              if getattr(args, d, None) is not None]
+    if args.fresh:
+        given.append("--fresh")
     if given:
         raise ConfigError(f"--resume takes its settings from {args.resume}/config.yaml; drop {', '.join(given)}")
     args.out = args.resume
-    cfg, sweep, ray_cfg, is_sweep = load_run(args.resume)  # a single search resumes from its checkpoint.pt
+    cfg, sweep, ray_cfg, is_sweep = load_settings(args.resume)  # a single search resumes from its checkpoint.pt
     changes = {k: v for k, v in (("address", args.ray_address), ("max_restarts", args.max_restarts)) if v is not None}
     if args.no_ray:
         changes["enabled"] = False
@@ -166,7 +179,7 @@ def run(args) -> int:
         raise ConfigError("pass --out RUN_DIR (a new or interrupted run) or --resume RUN_DIR")
     cfg, sweep, ray_cfg, is_sweep = _resume(args) if args.resume else _load(args)
     if is_sweep:
-        result = run_shards(cfg, sweep, ray_cfg, args.out, progress=not args.no_progress)
+        result = run_shards(cfg, sweep, ray_cfg, args.out, progress=not args.no_progress, fresh=args.fresh)
         if args.json:
             print_json(result.pareto)
         else:
@@ -182,7 +195,7 @@ def run(args) -> int:
                 print(f"report: {path} (figures beside it; export the best arch with: hwnas export {args.out} "
                       f"--out EXPORT_DIR)")
         return 0
-    result = run_search(cfg, args.out, progress=not args.no_progress)
+    result = run_search(cfg, args.out, progress=not args.no_progress, fresh=args.fresh)
     if args.json:
         print_json(result.to_json())
     else:

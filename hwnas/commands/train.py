@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .._io import read_json
 from ..config import TrainConfig
 from ._common import DATA_FIELDS, add_data_flags, add_runtime_flags, config_from, print_json
 
@@ -12,8 +12,12 @@ EPILOG = """\
 examples:
   hwnas train runs/digits/arch.json                         retrain from scratch, print test accuracy
   hwnas train runs/digits/arch.json --inherit runs/digits   fine-tune from the supernet's weights
-  hwnas train runs/digits/arch.json --json                  JSON with test_accuracy, val_accuracy, ..."""
+  hwnas train runs/digits/arch.json --json                  JSON with test_accuracy, val_accuracy, ...
+  hwnas train runs/digits/arch.json --save weights/digits.safetensors
+                                                            keep the weights (hwnas export --weights)
 
+--save writes a safetensors file (tensors + JSON metadata: space, arch, hparams; never a pickle) outside
+any run folder; it replaces only a previous --save file."""
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="retrain an arch and report its test accuracy",
@@ -29,27 +33,60 @@ def register(sub) -> None:
     g.add_argument("--lr", type=float, help="peak learning rate, SGD one-cycle (default 0.05; try 0.02 with --inherit)")
     add_data_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--save", metavar="PATH", help="save the trained weights (state dict) to PATH")
+    p.add_argument("--save", metavar="PATH", help="save the trained weights to PATH, a .safetensors file (state dict "
+                                                  "+ space, arch, hparams) for `hwnas export --weights`; not inside "
+                                                  "a run folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON (includes test_accuracy)")
     p.set_defaults(func=run)
 
 
+def check_save_path(path: str | Path) -> Path:
+    """Where ``--save`` may write: never over a run folder's own files, never inside a run folder, and over
+    an existing file only when it is an hwnas weights file (a previous ``--save``).
+
+    Args:
+        path: the ``--save`` argument.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        HwnasError: one line naming the problem and the fix.
+    """
+    from .._ckpt import checkpoint_kind
+    from ..errors import HwnasError
+    from ..run import OWNED, enclosing_run
+
+    p = Path(path)
+    fix = "pass a new path outside run folders, e.g. --save weights/NAME.safetensors"
+    for name in {p.name, p.resolve().name}:
+        if name in (*OWNED, "manifest.json") or name.startswith("checkpoint."):
+            raise HwnasError(f"--save {p}: {name} is the name of a run folder's own file; {fix}")
+    if (run := enclosing_run(p)) is not None:
+        raise HwnasError(f"--save {p} is inside the run folder {run.path} (hwnas search writes there); {fix}")
+    if p.is_dir():
+        raise HwnasError(f"--save {p} is a folder; pass a file path, e.g. --save {p / 'NAME.safetensors'}")
+    if p.exists() and checkpoint_kind(p) != "weights":
+        raise HwnasError(f"--save {p} exists and is not an hwnas weights file; pick another path (--save replaces "
+                         "only a file that an earlier `hwnas train --save` wrote)")
+    return p
+
+
 def run(args) -> int:
-    from .._io import save_torch
+    from .._ckpt import save_state
+    from ..run import read_arch
     from ..search.retrain import train_arch
-    from ..space import get_space
 
-    obj = read_json(args.arch, "arch file")
-    if not isinstance(obj, dict) or "space" not in obj:
-        from ..errors import HwnasError
-
-        raise HwnasError(f"arch file {args.arch} has no 'space' key; use an arch.json written by `hwnas search`")
-    space = get_space(obj["space"], **obj.get("space_args", {}))
-    arch, hparams = space.from_json(obj)
+    rec = read_arch(args.arch)
+    space, arch, hparams = rec.build_space(), rec.arch, rec.hparams
     cfg = config_from(TrainConfig, args, {**DATA_FIELDS, "epochs": "epochs", "batch_size": "batch_size", "lr": "lr"})
+    if args.save:
+        check_save_path(args.save)  # before training, not after
     result, model = train_arch(space, arch, hparams, cfg, inherit=args.inherit, progress=not args.no_progress)
     if args.save:
-        save_torch(args.save, {"space": space.name, "arch": arch, "hparams": hparams, "state_dict": model.state_dict()})
+        save_state(check_save_path(args.save), model.state_dict(), kind="weights",
+                   meta={"space": space.name, "space_args": rec.space_args, "arch": arch,
+                         "hparams": hparams})
     if args.json:
         print_json(result.to_json())
     else:

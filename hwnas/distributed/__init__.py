@@ -13,13 +13,14 @@ from ..search.sweep import SweepResult, run_sweep
 
 
 def run_shards(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_dir: str | Path, *,
-               progress: bool = True) -> SweepResult:
-    """Run every shard of ``sweep`` (on Ray unless ``ray_cfg.enabled`` is False) into ``run_dir``."""
+               progress: bool = True, fresh: bool = False) -> SweepResult:
+    """Run every shard of ``sweep`` (on Ray unless ``ray_cfg.enabled`` is False) into ``run_dir``; ``fresh``
+    deletes a previous run there first (else a different run in ``run_dir`` is refused)."""
     if not ray_cfg.enabled:
-        return run_sweep(cfg, sweep, run_dir, progress=progress)
+        return run_sweep(cfg, sweep, run_dir, progress=progress, fresh=fresh)
     from .driver import run_on_ray  # imports ray
 
-    return run_on_ray(cfg, sweep, ray_cfg, run_dir, progress=progress)
+    return run_on_ray(cfg, sweep, ray_cfg, run_dir, progress=progress, fresh=fresh)
 
 
 __all__ = ["run_shards"]

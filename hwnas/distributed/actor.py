@@ -7,7 +7,6 @@ epoch checkpoint. Nothing large goes through the object store: the candidate is 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -16,8 +15,8 @@ from typing import Any
 
 import ray
 
-from .._io import write_json
 from ..config import RayConfig, SearchConfig, from_dict
+from ..run import progress, record_start
 from ..search.pareto import Candidate
 from ..search.sweep import ShardSpec, run_shard
 from .storage import working_folder
@@ -34,15 +33,6 @@ def assigned_gpus() -> list[str]:
 def worker_config(cfg: SearchConfig, ray_cfg: RayConfig, device: str) -> SearchConfig:
     """The shard's config as one worker runs it: its device, and one torch thread per CPU it asked for."""
     return cfg.replace(device=device, threads=cfg.threads or max(1, int(ray_cfg.cpus_per_shard)))
-
-
-def record_start(folder: Path, counter: str, **fields: Any) -> int:
-    """Count one more start in ``folder/worker.json`` (with where it runs); returns the new count."""
-    info = folder / "worker.json"
-    data = json.loads(info.read_text()) if info.exists() else {}
-    n = data.get(counter, 0) + 1
-    write_json(info, {**data, **fields, counter: n})
-    return n
 
 
 def resources(ray_cfg: RayConfig, gpu_ids: list[str], device: str, **extra: Any) -> dict[str, Any]:
@@ -81,10 +71,8 @@ class ShardActor:
 
     def status(self) -> dict[str, Any]:
         """Progress read from the shard folder (answered while ``run()`` works: the actor has 2 threads)."""
-        h = self.dir / "history.jsonl"
-        lines = h.read_text().splitlines() if h.exists() else []
-        last = json.loads(lines[-1]) if lines else {}
-        return {"epoch": len(lines), "done": (self.dir / "candidate.json").exists(),
+        epochs, done, last = progress(self.dir)
+        return {"epoch": epochs, "done": done,
                 "val_accuracy": last.get("derived_val_accuracy"), "pid": os.getpid(),
                 "node": ray.get_runtime_context().get_node_id()[:12], "gpu_ids": self.gpu_ids}
 

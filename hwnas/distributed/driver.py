@@ -17,8 +17,20 @@ from tqdm.auto import tqdm
 
 from ..config import RayConfig, SearchConfig, SweepConfig
 from ..errors import ConfigError, HwnasError
-from ..search.pareto import Candidate, write_front
-from ..search.sweep import ShardSpec, SweepResult, finished, start_run
+from ..run import (
+    CANDIDATE,
+    CANDIDATES,
+    CONFIG,
+    PARETO,
+    RUN_RECORD,
+    SHARDS,
+    RunFolder,
+    check_candidate,
+    read_candidate,
+    write_front,
+)
+from ..search.pareto import Candidate
+from ..search.sweep import ShardSpec, SweepResult, open_sweep
 from .actor import ShardActor
 from .cluster import check_feasible, ray_session
 from .storage import Storage
@@ -38,7 +50,7 @@ class _Running:
 
 
 def run_on_ray(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_dir: str | Path, *,
-               progress: bool = True) -> SweepResult:
+               progress: bool = True, fresh: bool = False) -> SweepResult:
     """Run every shard of the sweep as a Ray actor; returns and writes the candidates and the Pareto front.
 
     Raises:
@@ -48,7 +60,12 @@ def run_on_ray(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_di
     """
     storage = Storage(ray_cfg.storage) if ray_cfg.storage else None  # a bad URI fails before anything runs
     run = Path(run_dir).resolve()
-    specs = start_run(run, cfg, sweep, ray_cfg)
+    with open_sweep(run, cfg, sweep, ray_cfg, fresh=fresh) as specs:  # holds the run folder's writer lock
+        return _run(specs, run, ray_cfg, storage, progress)
+
+
+def _run(specs: list[ShardSpec], run: Path, ray_cfg: RayConfig, storage: Storage | None,
+         progress: bool) -> SweepResult:
     cands: dict[str, Candidate] = {s.key: c for s in specs if (c := _finished(run, s.key, storage)) is not None}
     todo = [s for s in specs if s.key not in cands]
     if progress and cands:
@@ -63,8 +80,8 @@ def run_on_ray(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_di
     result = SweepResult(run, [cands[s.key] for s in specs if s.key in cands], write_front(run, list(cands.values())))
     if storage is not None:  # RUN_DIR gets a copy of every shard folder (report, export) and the URI the front
         for s in specs:
-            storage.pull(s.key, run / "shards" / s.key)
-        for name in ("config.yaml", "candidates.jsonl", "pareto.json"):
+            storage.pull(s.key, RunFolder(run).shard(s.key).path)
+        for name in (CONFIG, CANDIDATES, PARETO, RUN_RECORD):
             storage.write_text(name, (run / name).read_text())
     if failures:
         lines = "; ".join(f"{k}: {v}" for k, v in failures.items())
@@ -75,9 +92,16 @@ def run_on_ray(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_di
 
 def _finished(run: Path, key: str, storage: Storage | None) -> Candidate | None:
     if storage is None:
-        return finished(run / "shards" / key)
-    text = storage.read_text("shards", key, "candidate.json")
-    return json.loads(text) if text is not None else None
+        return read_candidate(RunFolder(run).shard(key).path)
+    text = storage.read_text(SHARDS, key, CANDIDATE)
+    if text is None:
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise HwnasError(f"{storage.uri}/{SHARDS}/{key}/{CANDIDATE} is not valid JSON; delete it to "
+                         "rerun that shard") from None
+    return check_candidate(obj, f"{SHARDS}/{key}/{CANDIDATE} at the storage URI")
 
 
 def _options(ray_cfg: RayConfig) -> dict[str, Any]:
@@ -92,7 +116,7 @@ def _drive(todo: list[ShardSpec], run: Path, ray_cfg: RayConfig, cands: dict[str
     remote = ray.remote(ShardActor).options(**_options(ray_cfg))
     running: list[_Running] = []
     for i, spec in enumerate(todo):
-        actor = remote.remote(spec.key, spec.cfg.to_dict(), str(run / "shards" / spec.key), ray_cfg.to_dict())
+        actor = remote.remote(spec.key, spec.cfg.to_dict(), str(RunFolder(run).shard(spec.key).path), ray_cfg.to_dict())
         bar = tqdm(total=spec.cfg.epochs, desc=f"{spec.key:<14}", unit="epoch", position=i, leave=True,
                    disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True,
                    bar_format="{desc} {bar} {n}/{total} epochs{postfix}")

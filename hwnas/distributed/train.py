@@ -19,10 +19,11 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from ..config import RayConfig, SearchConfig, from_dict
 from ..errors import HwnasError
+from ..run import RAY_TRAIN, read_candidate, record_start
 from ..search._dist import DataParallel
 from ..search.pareto import Candidate
-from ..search.sweep import ShardSpec, finished, run_shard
-from .actor import assigned_gpus, record_start, resources, worker_config
+from ..search.sweep import ShardSpec, run_shard
+from .actor import assigned_gpus, resources, worker_config
 from .storage import Storage, working_folder
 
 
@@ -46,7 +47,7 @@ def _worker(config: dict[str, Any]) -> None:
 
 def run_data_parallel(spec: ShardSpec, shard_dir: Path, ray_cfg: RayConfig, *, attempt: int = 1) -> Candidate:
     """Run ``spec`` across ``ray_cfg.workers_per_shard`` Ray Train workers; returns rank 0's candidate."""
-    if (cand := finished(shard_dir)) is not None:
+    if (cand := read_candidate(shard_dir)) is not None:
         return cand
     if spec.cfg.batch_size < ray_cfg.workers_per_shard:
         raise HwnasError(f"batch_size {spec.cfg.batch_size} is split across {ray_cfg.workers_per_shard} workers: "
@@ -62,14 +63,14 @@ def run_data_parallel(spec: ShardSpec, shard_dir: Path, ray_cfg: RayConfig, *, a
         scaling_config=ScalingConfig(num_workers=ray_cfg.workers_per_shard, use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name=f"hwnas-{spec.key}",
-                             storage_path=ray_cfg.storage or str(Path(shard_dir).resolve() / "ray_train"),
+                             storage_path=ray_cfg.storage or str(Path(shard_dir).resolve() / RAY_TRAIN),
                              failure_config=FailureConfig(max_failures=ray_cfg.max_failures)),
         torch_config=TorchConfig(backend=backend),
     )
     trainer.fit()
     if ray_cfg.storage:
         Storage(ray_cfg.storage).pull(spec.key, Path(shard_dir))
-    cand = finished(shard_dir)
+    cand = read_candidate(shard_dir)
     if cand is None:
         raise HwnasError(f"shard {spec.key}: Ray Train finished without a candidate.json in {shard_dir}")
     return cand

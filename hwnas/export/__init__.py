@@ -22,8 +22,9 @@ import numpy as np
 from .._io import write_json
 from ..errors import HwnasError
 from ..latency.protocol import Model, Protocol
+from ..run import CHECKPOINT, EXPORT_FORMAT, RunFolder, is_export
 from . import _onnx
-from ._select import Selected, load_module, run_config, select
+from ._select import Selected, load_module, select
 
 PARITY_TOLERANCE = 1e-4  # max |onnxruntime - torch| on logits, fp32, per unit of logit scale (see _export_one)
 PARITY_SAMPLES = 64  # test images compared against torch
@@ -46,7 +47,8 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
             refused).
         arch: ``best`` (arch.json, or the most accurate Pareto entry), an arch id, or ``all`` (every Pareto
             entry into ``out/<arch_id>/``).
-        weights: a ``hwnas train --save`` file; default: the run's supernet weights (``checkpoint.pt``).
+        weights: a ``hwnas train --save`` file (``.safetensors``); default: the run's supernet weights
+            (``checkpoint.safetensors``; a pickled ``checkpoint.pt`` of an older hwnas is refused, never loaded).
         opset: ONNX opset (TorchScript exporter).
         ort: also write ``model.ort`` and ``required_operators.config`` (ORT Mobile, reduced builds).
         int8: also write ``model.int8.onnx`` (static QDQ, calibrated on training images) and compare it.
@@ -64,17 +66,17 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
     if not isinstance(opset, int) or not 13 <= opset <= 21:
         raise HwnasError(f"--opset {opset} is not supported; use 13..21 (17 is the default)")
     out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_export(out))):
+        raise HwnasError(f"--out {out} exists and is not an hwnas export (its manifest.json, if any, was not written "
+                         "by hwnas export); pick a new folder: --out replaces only a previous hwnas export")
     sels = select(run_dir, arch)
     if weights is not None and len(sels) > 1:
         raise HwnasError("--weights holds one network; use --arch ID (or best) with it, not --arch all")
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "manifest.json").is_file())):
-        raise HwnasError(f"--out {out} exists and is not an export folder; pick a new folder (it is replaced "
-                         "only when it holds a previous export)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700; the export folder is an ordinary one
     try:
-        cfg = run_config(Path(run_dir))
+        cfg = RunFolder(run_dir).read_config()
         data = _Data(sels[0], cfg)
         opts = dict(weights=weights, opset=opset, ort=ort, int8=int8, dynamic_batch=dynamic_batch,
                     latency_table=latency_table, protocol=protocol)
@@ -83,7 +85,7 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
             for sel in sels:
                 (tmp / sel.arch_id).mkdir()
                 exports.append(_export_one(sel, tmp / sel.arch_id, data, **opts))
-            manifest = {"run_dir": str(Path(run_dir).resolve()), "arch": "all",
+            manifest = {"format": EXPORT_FORMAT, "version": 1, "run_dir": str(Path(run_dir).resolve()), "arch": "all",
                         "exports": [{"arch_id": m["arch_id"], "folder": m["arch_id"], "accuracy": m["accuracy"],
                                      "measured_latency_ms": m["measured_latency_ms"],
                                      "predicted_latency_ms": m.get("predicted_latency_ms")} for m in exports]}
@@ -184,8 +186,9 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
     shape1 = (1, *space.input_shape)
     models = [Model("fp32", onnx_path.read_bytes(), shape1)]
     manifest: dict[str, Any] = {
-        "space": space.name, "arch": sel.arch, "arch_id": sel.arch_id, "hparams": sel.hparams,
-        "weights": str(weights) if weights is not None else f"supernet weights of {sel.source / 'checkpoint.pt'}",
+        "format": EXPORT_FORMAT, "version": 1, "space": space.name, "space_args": space.args,
+        "arch": sel.arch, "arch_id": sel.arch_id, "hparams": sel.hparams,
+        "weights": str(weights) if weights is not None else f"supernet weights of {sel.source / CHECKPOINT}",
         "dataset": data.description,
         "input": {"name": "x", "shape": ["batch" if dynamic_batch else 1, *space.input_shape], "dtype": "float32"},
         "output": {"name": "y", "shape": ["batch" if dynamic_batch else 1, space.num_classes],

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from .._io import read_json
+from .._ckpt import load_state
 from ..errors import HwnasError
-from ..space import Arch, SearchSpace, get_space
+from ..run import (
+    ARCH,
+    CHECKPOINT,
+    CONFIG,
+    PARETO,
+    RESTART_FIX,
+    RunFolder,
+    checkpoint_of,
+    read_arch,
+    read_front,
+    space_from,
+)
+from ..space import Arch, SearchSpace
 
 
 @dataclass(frozen=True)
@@ -24,59 +33,48 @@ class Selected:
     arch: Arch
     arch_id: str
     hparams: dict[str, float]
-    source: Path  # folder with checkpoint.pt (the run, or the shard of a sweep)
+    source: Path  # folder with checkpoint.safetensors (the run, or the shard of a sweep)
     entry: dict[str, Any]  # the arch.json object or the pareto.json entry
-
-
-def run_config(run: Path) -> dict[str, Any]:
-    """The run's ``config.yaml`` (space, dataset, data_root, data_limit, seed, ...); ``{}`` when absent."""
-    from ..config import read_yaml
-
-    path = run / "config.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        return dict(read_yaml(path) or {})
-    except Exception as err:  # yaml raises its own types
-        raise HwnasError(f"{path} is not valid YAML ({err}); rerun the search that wrote it") from None
 
 
 def select(run_dir: str | Path, which: str) -> list[Selected]:
     """The arch(s) ``which`` names in ``run_dir``: ``best``, ``all`` or an arch id.
 
     ``best`` is ``arch.json`` of a single search, or the most accurate pareto.json entry of a sweep
-    (whose weights are in ``shards/<shard>/``). ``all`` is every Pareto entry (or the one arch).
+    (whose weights are in ``shards/<shard>/``). ``all`` is every Pareto entry (or the one arch). The
+    space (and its ``space_args``) comes from the run's resolved config.
 
     Raises:
         HwnasError: no run folder, no arch.json/pareto.json, an unknown arch id, an arch of another space.
     """
-    run = Path(run_dir)
+    folder = RunFolder(run_dir)
+    run = folder.path
     if not run.is_dir():
         raise HwnasError(f"run folder {run} does not exist; pass the --out folder of a finished `hwnas search`")
-    cfg = run_config(run)
-    pareto_path, arch_path = run / "pareto.json", run / "arch.json"
-    if pareto_path.is_file():
-        entries = read_json(pareto_path, "Pareto front")
-        if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "arch" in e for e in entries):
-            raise HwnasError(f"{pareto_path} is empty or not a list of candidates with an 'arch'; rerun the sweep")
-        space_name = cfg.get("space") or "seed-cnn"
-        space = get_space(space_name, **(cfg.get("space_args") or {}))
+    entries = read_front(run)
+    if entries is not None:
+        if not entries:
+            raise HwnasError(f"{run / PARETO} is empty: no shard of the sweep has finished; finish it with "
+                             f"hwnas search --resume {run}")
+        cfg = folder.read_config()
+        space = space_from(cfg.get("space"), cfg.get("space_args"), str(run / CONFIG))
         cands = []
-        for e in entries:
-            arch = space.validate(e["arch"])
-            src = run / "shards" / str(e.get("shard", ""))
-            cands.append(Selected(space, arch, space.arch_id(arch), {}, src, e))
-        cands = [_with_shard_hparams(c) for c in cands]
-    elif arch_path.is_file():
-        obj = read_json(arch_path, "arch file")
-        if not isinstance(obj, dict) or "space" not in obj:
-            raise HwnasError(f"{arch_path} has no 'space' key; rerun `hwnas search --out {run}`")
-        if cfg.get("space") and cfg["space"] != obj["space"]:
-            raise HwnasError(f"{arch_path} is an arch of space {obj['space']!r} but the run searched "
-                             f"{cfg['space']!r}; restore the arch.json the search wrote")
-        space = get_space(obj["space"], **(obj.get("space_args") or cfg.get("space_args") or {}))
-        arch, hparams = space.from_json(obj)
-        cands = [Selected(space, arch, space.arch_id(arch), hparams, run, obj)]
+        for i, e in enumerate(entries):
+            try:
+                arch = space.validate(e["arch"])
+            except HwnasError as err:
+                raise HwnasError(f"{run / PARETO} entry {i}: {err}; rerun the sweep") from None
+            src = folder.shard(str(e.get("shard", ""))).path
+            cands.append(_with_shard_hparams(Selected(space, arch, space.arch_id(arch), {}, src, e)))
+    elif (run / ARCH).is_file():
+        rec = read_arch(run / ARCH)
+        cfg = folder.read_config() if (run / CONFIG).is_file() else {}
+        if cfg.get("space") and (cfg["space"], cfg.get("space_args") or {}) != (rec.space, rec.space_args):
+            raise HwnasError(f"{run / ARCH} is an arch of space {rec.space!r} {rec.space_args or ''} but the run "
+                             f"searched {cfg['space']!r} {cfg.get('space_args') or ''}; restore the arch.json the "
+                             "search wrote")
+        space = rec.build_space()
+        cands = [Selected(space, rec.arch, rec.arch_id, rec.hparams, run, rec.to_json())]
     else:
         raise HwnasError(f"{run} has no arch.json (nor pareto.json): it is not a finished search run; "
                          f"run `hwnas search --out {run}` first or pass the right RUN_DIR")
@@ -92,26 +90,20 @@ def select(run_dir: str | Path, which: str) -> list[Selected]:
 
 
 def _with_shard_hparams(c: Selected) -> Selected:
-    path = c.source / "arch.json"
-    if not path.is_file():
+    """The learned hyperparameters of the shard's own arch.json (when it derived this arch)."""
+    if not (c.source / ARCH).is_file():
         return c
-    obj = read_json(path, "arch file")
     try:
-        arch, hparams = c.space.from_json(obj)
+        rec = read_arch(c.source / ARCH)
     except HwnasError:
         return c
-    return Selected(c.space, c.arch, c.arch_id, hparams if arch == c.arch else {}, c.source, c.entry)
+    return Selected(c.space, c.arch, c.arch_id, rec.hparams if rec.arch == c.arch else {}, c.source, c.entry)
 
 
-def _torch_load(path: Path, what: str, fix: str) -> Any:
-    if not path.is_file():
-        raise HwnasError(f"{what} {path} does not exist; {fix}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            AttributeError, ImportError, IndexError, KeyError, TypeError) as err:
-        raise HwnasError(f"{what} {path} is corrupted or not a torch file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); {fix}") from None
+def _load_checkpoint(path: Path, kind: str, what: str, fix: str) -> tuple[Any, dict[str, Any]]:
+    """``(state, meta)`` of an hwnas checkpoint of ``kind`` (data only: a pickle is refused, never loaded)."""
+    state, meta = load_state(path, kind=kind, what=what, fix=fix)
+    return state, meta if isinstance(meta, dict) else {}
 
 
 def load_module(sel: Selected, weights: str | Path | None) -> nn.Module:
@@ -123,29 +115,30 @@ def load_module(sel: Selected, weights: str | Path | None) -> nn.Module:
     space, arch = sel.space, sel.arch
     if weights is not None:
         path = Path(weights)
-        fix = "pass a file written by `hwnas train ARCH.json --save PATH`"
-        obj = _torch_load(path, "--weights", fix)
-        if not isinstance(obj, dict) or "state_dict" not in obj:
-            raise HwnasError(f"--weights {path} has no 'state_dict'; {fix}")
-        if obj.get("space", space.name) != space.name:
-            raise HwnasError(f"--weights {path} holds a network of space {obj.get('space')!r}, but the run's "
+        fix = "pass a file written by `hwnas train ARCH.json --save PATH.safetensors`"
+        state, meta = _load_checkpoint(path, "weights", "--weights", fix)
+        if meta.get("space", space.name) != space.name:
+            raise HwnasError(f"--weights {path} holds a network of space {meta.get('space')!r}, but the run's "
                              f"arch is in space {space.name!r}; pass weights trained for this run's arch")
-        if obj.get("arch") is not None and dict(obj["arch"]) != dict(arch):
-            other = space.arch_id(obj["arch"]) if _valid(space, obj["arch"]) else "?"
+        trained = meta.get("arch")
+        if trained is not None and (not isinstance(trained, dict) or dict(trained) != dict(arch)):
+            other = space.arch_id(trained) if isinstance(trained, dict) and _valid(space, trained) else "?"
             raise HwnasError(f"--weights {path} were trained for arch {other}, not {sel.arch_id}; pass "
                              f"--arch {other} if the run has it, or retrain with `hwnas train` and --save")
-        module = space.build(arch, obj.get("hparams") or sel.hparams)
+        hparams = meta.get("hparams") if isinstance(meta.get("hparams"), dict) else None
+        module = space.build(arch, hparams or sel.hparams)
         try:
-            module.load_state_dict(obj["state_dict"], strict=True)
+            module.load_state_dict(state, strict=True)
         except (RuntimeError, TypeError, AttributeError) as err:
             raise HwnasError(f"--weights {path} do not fit arch {sel.arch_id} ({str(err).splitlines()[0]}); "
                              "pass weights trained for this arch (`hwnas train ARCH.json --save PATH`)") from None
         return module.eval()
     from ..supernet import Supernet
 
-    ckpt = sel.source / "checkpoint.pt"
     fix = f"rerun `hwnas search --out {sel.source}` or pass --weights from `hwnas train --save`"
-    state = _torch_load(ckpt, "checkpoint", fix)
+    ckpt = checkpoint_of(sel.source, what="checkpoint", fix=f"{RESTART_FIX}, or pass --weights from "
+                          "`hwnas train --save`") or sel.source / CHECKPOINT
+    state, _ = _load_checkpoint(ckpt, "search", "checkpoint", fix)
     try:
         net = Supernet(space)
         net.load_state_dict(state["net"])

@@ -28,7 +28,7 @@ from .features import boundary_elements
 from .measure import measure_onnx, to_model
 from .model import LatencyModel
 from .protocol import Protocol
-from .table import LatencyTable, load_table, now, save_table
+from .table import LatencyTable, check_calibration, load_table, now, save_table
 
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e4)
 
@@ -147,7 +147,7 @@ def calibrate_table(path: str | Path, samples: int = 64, seed: int = 0, protocol
     Raises:
         TableError: the table is missing, corrupted, incomplete or of another space (nothing is written).
     """
-    table: LatencyTable = load_table(path, space)
+    table: LatencyTable = load_table(path, space, calibration=False)  # the old block (if any) is replaced
     space = space or get_space(table.space)
     protocol = protocol or Protocol.from_dict(table.protocol)
     archs = sample_archs(space, samples, random.Random(seed))
@@ -157,7 +157,9 @@ def calibrate_table(path: str | Path, samples: int = 64, seed: int = 0, protocol
                   "overhead_ms": table.overhead_ms, "n_samples": samples, "seed": seed, "date": now(),
                   "protocol": protocol.to_dict(), "arch_ids": [space.arch_id(a) for a in archs],
                   "measured_ms": measured})
-    table = load_table(path, space, check_host=False)  # re-read: write over exactly what is on disk
+    check_calibration(block, f"the new calibration of {path}", "the table was not changed; measure more archs "
+                      "(--samples) on a quieter machine")
+    table = load_table(path, space, check_host=False, calibration=False)  # re-read: write over what is on disk
     table.calibration = block
     save_table(table, path)
     return block

@@ -32,7 +32,7 @@ import torch
 from ..space import SearchSpace, Unit, get_space
 from .features import boundary_elements
 from .protocol import Protocol
-from .table import LatencyTable, check_complete, load_table
+from .table import LatencyTable, TableError, check_complete, load_table
 
 MAX_JOINT = 20_000_000  # largest joint table min_latency() enumerates for units that share labels
 
@@ -78,9 +78,23 @@ class LatencyModel:
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | None = None, calibrated: bool = True,
              **load_kwargs: Any) -> LatencyModel:
-        """Load a table (checked with ``load_table``) and build its model."""
+        """Load a table (checked with ``load_table``) and build its model.
+
+        Raises:
+            TableError: see ``load_table``; or a calibration that predicts a negative latency for some arch.
+        """
         table = load_table(path, space, **load_kwargs)
-        return cls(space or get_space(table.space), table, calibrated)
+        model = cls(space or get_space(table.space), table, calibrated)
+        if model.calibrated:
+            try:
+                arch, fastest = model.min_latency()
+            except ValueError:  # too many joint combinations to enumerate: nothing to check cheaply
+                return model
+            if fastest < 0:
+                raise TableError(f"latency table {path}: its calibration predicts {fastest:.4f} ms for {arch} (a "
+                                 f"latency must be >= 0; c0 {model.c0:.4f}); re-run `hwnas latency calibrate "
+                                 f"--table {path}`")
+        return model
 
     @property
     def protocol(self) -> Protocol:

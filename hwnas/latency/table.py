@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import HwnasError
 from ..space import SearchSpace, get_space
-from .protocol import ISA_FLAGS, host_info, isa_flags
+from .protocol import ISA_FLAGS, ProtocolError, host_info, isa_flags
 from .protocol import Protocol as _Protocol
 
 SCHEMA = "hwnas-latency-table/1"
@@ -103,8 +103,10 @@ class LatencyTable:
     def __post_init__(self) -> None:
         if not self.device.get("name"):
             raise ValueError("a latency table needs a device name")
-        if self.overhead_ms is not None and not (math.isfinite(self.overhead_ms) and self.overhead_ms >= 0):
+        if self.overhead_ms is not None and not (_finite(self.overhead_ms) and self.overhead_ms >= 0):
             raise ValueError(f"overhead_ms must be finite and >= 0, got {self.overhead_ms!r}")
+        if not (_finite(self.overhead_spread) and self.overhead_spread >= 0):
+            raise ValueError(f"overhead_spread must be finite and >= 0, got {self.overhead_spread!r}")
 
     @classmethod
     def new(cls, space: SearchSpace, device: str, protocol: _Protocol, source: str = "profile",
@@ -126,11 +128,12 @@ class LatencyTable:
                 "calibration": self.calibration}
 
     @classmethod
-    def from_json(cls, obj: Any, where: str = "latency table") -> LatencyTable:
-        """Parse and validate the file format.
+    def from_json(cls, obj: Any, where: str = "latency table", path: str | Path = "TABLE") -> LatencyTable:
+        """Parse and validate the file format (``path`` goes into the commands that fix a bad table).
 
         Raises:
-            TableError: wrong schema, missing fields or a malformed entry (the key is named).
+            TableError: wrong schema, missing fields, a malformed entry or calibration number (the key is
+                named, with the ``hwnas profile`` or ``hwnas latency calibrate`` command that fixes it).
         """
         if not isinstance(obj, dict) or obj.get("schema") != SCHEMA:
             got = obj.get("schema") if isinstance(obj, dict) else type(obj).__name__
@@ -142,11 +145,24 @@ class LatencyTable:
                 try:
                     entries[key] = Entry(e["median_ms"], e.get("spread", 0.0))
                 except (ValueError, KeyError, TypeError, AttributeError) as err:
+                    try:
+                        again = f"`{profile_command(obj['space']['name'], obj['device']['name'], path)}`"
+                    except (KeyError, TypeError):
+                        again = "`hwnas profile`"
                     raise TableError(f"{where} has a malformed entry {key!r} ({err}); delete the entry and re-run "
-                                     "`hwnas profile` to measure it again") from None
+                                     f"{again} to measure it again") from None
+            if not isinstance(obj["protocol"], dict):
+                raise TableError(f"{where} has protocol {obj['protocol']!r} (must be a mapping of the timing "
+                                 "settings); regenerate it with `hwnas profile`")
+            try:
+                _Protocol.from_dict(obj["protocol"])
+            except ProtocolError as err:
+                raise TableError(f"{where} records a protocol that cannot work ({err}); regenerate it with "
+                                 "`hwnas profile`") from None
             calib = obj.get("calibration")
-            if calib is not None and not (isinstance(calib, dict) and isinstance(calib.get("c0"), (int, float))):
-                raise TableError(f"{where} has a malformed calibration block; re-run `hwnas latency calibrate`")
+            if calib is not None:
+                check_calibration(calib, where, f"re-run `hwnas latency calibrate --table {path}` (it measures "
+                                                "again and replaces the calibration block)")
             return cls(space=obj["space"]["name"], space_hash=obj["space"]["hash"], device=obj["device"],
                        protocol=obj["protocol"], overhead_ms=obj.get("overhead_ms"),
                        overhead_spread=obj.get("overhead_spread", 0.0), entries=entries, calibration=calib,
@@ -157,6 +173,41 @@ class LatencyTable:
                 raise
             raise TableError(f"{where} is missing or has a malformed field ({err!s}); regenerate it with "
                              "`hwnas profile`") from None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_calibration(calib: Any, where: str, fix: str) -> None:
+    """Check a calibration block: ``c0`` and every number in it finite, per-unit ``scales`` > 0 (a scale
+    <= 0 predicts faster-than-free or negative latencies), ``measured_ms`` >= 0.
+
+    Raises:
+        TableError: ``<where> has calibration <key> = <value> (<what is allowed>); <fix>``.
+    """
+    def bad(key: str, value: Any, allowed: str) -> TableError:
+        return TableError(f"{where} has calibration {key} = {value!r} ({allowed}); {fix}")
+
+    if not isinstance(calib, dict):
+        raise bad("block", calib, "must be a mapping with c0, scales, boundary")
+    if not _finite(calib.get("c0")):
+        raise bad("c0", calib.get("c0"), "the constant term must be a finite number of ms")
+    rules = {"scales": (lambda v: v > 0, "a per-unit scale must be a finite number > 0"),
+             "boundary": (lambda v: True, "a per-unit boundary cost must be a finite number"),
+             "measured_ms": (lambda v: v >= 0, "a measured latency must be a finite number >= 0")}
+    for key, value in calib.items():
+        if key in rules:
+            ok, allowed = rules[key]
+            items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+            if items is None or (key == "scales" and not isinstance(value, dict)):
+                raise bad(key, value, "must be a mapping of unit to number" if key == "scales"
+                          else "must be a mapping or list of numbers")
+            for k, v in items:
+                if not (_finite(v) and ok(v)):
+                    raise bad(f"{key}[{k!r}]", v, allowed)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+            raise bad(key, value, "must be a finite number")
 
 
 def profile_command(space: str, device: str, path: str | Path) -> str:
@@ -179,11 +230,16 @@ def save_table(table: LatencyTable, path: str | Path) -> Path:
     return path
 
 
-def read_table(path: str | Path) -> LatencyTable:
+def read_table(path: str | Path, *, calibration: bool = True) -> LatencyTable:
     """Read a table file and check its schema only (no space or completeness check).
 
+    Args:
+        path: the JSON file.
+        calibration: False drops the calibration block unread (``hwnas latency calibrate`` replaces it, so a
+            broken one must not stop it).
+
     Raises:
-        TableError: missing file, invalid or truncated JSON, wrong schema, malformed entry.
+        TableError: missing file, invalid or truncated JSON, wrong schema, malformed entry or calibration.
     """
     p = Path(path)
     if not p.is_file():
@@ -194,7 +250,9 @@ def read_table(path: str | Path) -> LatencyTable:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TableError(f"latency table {p} is corrupted or truncated ({err}); restore it from git or delete "
                          "it and re-run `hwnas profile`") from None
-    return LatencyTable.from_json(obj, where=f"latency table {p}")
+    if not calibration and isinstance(obj, dict):
+        obj = {**obj, "calibration": None}
+    return LatencyTable.from_json(obj, where=f"latency table {p}", path=p)
 
 
 def host_mismatches(table: LatencyTable, threads: int = 1) -> list[str]:
@@ -226,7 +284,7 @@ def check_complete(table: LatencyTable, space: SearchSpace, path: str | Path = "
 
 
 def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: bool = True,
-               threads: int = 1, check_host: bool = True) -> LatencyTable:
+               threads: int = 1, check_host: bool = True, calibration: bool = True) -> LatencyTable:
     """Read a table and check it against its space (and this machine).
 
     Args:
@@ -235,6 +293,7 @@ def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: 
         complete: require an entry for every unit key of the space.
         threads: the thread count the predictions will be used with.
         check_host: warn (``TableWarning``) when threads, onnxruntime version or ISA differ from this machine.
+        calibration: False drops the calibration block unread (see ``read_table``).
 
     Returns:
         The parsed ``LatencyTable``.
@@ -243,7 +302,7 @@ def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: 
         TableError: see ``read_table``; a table of another space or another version of it (hash differs);
             a missing unit (the message names the key and the exact ``hwnas profile`` command).
     """
-    table = read_table(path)
+    table = read_table(path, calibration=calibration)
     if space is None:
         space = get_space(table.space)
     if table.space != space.name:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import HwnasError
+from ..run import REPORT
 from .load import Run, load_run
 from .markdown import render, write_text
 from .plots import FIGURE_NAMES, write_figures
@@ -27,7 +29,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         HwnasError: ``run_dir`` is not a run folder, or one of its files is unreadable.
     """
     run = load_run(run_dir)
-    out = Path(out_dir) if out_dir is not None else run.path / "report"
+    out = Path(out_dir) if out_dir is not None else run.path / REPORT
+    if out.exists() and not out.is_dir():
+        raise HwnasError(f"--out {out} is a file; pass a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
     figs = write_figures(run, out)
     _remove_stale(out, run, set(figs.paths))

@@ -12,14 +12,25 @@ every later step handles both kinds the same way.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import read_json
 from ..errors import HwnasError
+from ..run import (
+    ARCH,
+    CANDIDATES,
+    CONFIG,
+    HISTORY,
+    SHARDS,
+    RunFolder,
+    check_candidate,
+    read_arch,
+    read_candidate,
+    read_front,
+    read_jsonl,
+)
 from ..search.pareto import Candidate, latency_of, pareto_front
 
 SINGLE_FILES = ("config.yaml", "history.jsonl", "arch.json")
@@ -104,30 +115,8 @@ def not_a_run(path: Path, why: str) -> HwnasError:
         f"`hwnas search --targets T1,T2 --out {path}`); pass the --out folder of a search")
 
 
-def _read_jsonl(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """JSON lines; a broken line (a process killed mid-write) is skipped and noted."""
-    if not path.is_file():
-        return []
-    rows, bad = [], 0
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(obj, dict):
-            rows.append(obj)
-    if bad:
-        notes.append(f"{path}: skipped {bad} unreadable line(s)")
-    return rows
-
-
 def _read_config(path: Path) -> dict[str, Any]:
-    from ..config import read_yaml
-
-    return dict(read_yaml(path)) if path.is_file() else {}
+    return RunFolder(path).read_config() if (path / CONFIG).is_file() else {}
 
 
 def _candidate_from_arch(key: str, arch: dict[str, Any], cfg: dict[str, Any]) -> Candidate:
@@ -144,15 +133,15 @@ def _candidate_from_arch(key: str, arch: dict[str, Any], cfg: dict[str, Any]) ->
 
 
 def _read_shard(key: str, d: Path, notes: list[str], fallback: Candidate | None = None) -> Shard:
-    history = _read_jsonl(d / "history.jsonl", notes)
-    arch = read_json(d / "arch.json", "arch file") if (d / "arch.json").is_file() else {}
-    cand = read_json(d / "candidate.json", "shard candidate") if (d / "candidate.json").is_file() else fallback
-    return Shard(key, d, history, arch if isinstance(arch, dict) else {}, cand, _read_config(d / "config.yaml"))
+    history = read_jsonl(d / HISTORY, notes)
+    arch = read_arch(d / ARCH).to_json() if (d / ARCH).is_file() else {}
+    cand = read_candidate(d) or fallback
+    return Shard(key, d, history, arch, cand, _read_config(d))
 
 
 def _load_search(run: Path) -> Run:
     notes: list[str] = []
-    cfg = _read_config(run / "config.yaml")
+    cfg = _read_config(run)
     shard = _read_shard(run.name or "run", run, notes)
     if not shard.history and not shard.arch:
         raise not_a_run(run, "has an empty history.jsonl and no arch.json")
@@ -166,10 +155,11 @@ def _load_search(run: Path) -> Run:
 
 def _load_sweep(run: Path) -> Run:
     notes: list[str] = []
-    cfg = _read_config(run / "config.yaml")
-    listed = _read_jsonl(run / "candidates.jsonl", notes)
+    cfg = _read_config(run)
+    listed = [check_candidate(c, f"{run / CANDIDATES} line {i + 1}")
+              for i, c in enumerate(read_jsonl(run / CANDIDATES, notes))]
     by_key = {str(c.get("shard")): c for c in listed}
-    root = run / "shards"
+    root = run / SHARDS
     keys = sorted({p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()) or sorted(by_key)
     shards = [_read_shard(k, root / k, notes, by_key.get(k)) for k in keys]
     cands = [s.candidate for s in shards if s.candidate is not None]
@@ -177,9 +167,9 @@ def _load_sweep(run: Path) -> Run:
     unfinished = [s.key for s in shards if s.candidate is None]
     if unfinished:
         notes.append(f"{len(unfinished)} shard(s) have not finished: {', '.join(unfinished)}")
-    front = read_json(run / "pareto.json", "Pareto front") if (run / "pareto.json").is_file() else None
-    if not isinstance(front, list) or not all(isinstance(c, dict) and "arch_id" in c for c in front):
-        front = _front(cands)  # no (usable) pareto.json yet: compute it as the sweep would
+    front = read_front(run)
+    if front is None:
+        front = _front(cands)  # no pareto.json yet: compute it as the sweep would
     return Run(run, "sweep", cfg, shards, cands, front, notes)
 
 
@@ -198,8 +188,9 @@ def load_run(run_dir: str | Path) -> Run:
     run = Path(run_dir)
     if not run.is_dir():
         raise not_a_run(run, "does not exist")
-    if any((run / f).exists() for f in ("pareto.json", "candidates.jsonl", "shards")):
+    kind = RunFolder(run).kind
+    if kind == "sweep":
         return _load_sweep(run)
-    if (run / "history.jsonl").is_file() or (run / "arch.json").is_file():
+    if kind == "search" and ((run / HISTORY).is_file() or (run / ARCH).is_file()):
         return _load_search(run)
     raise not_a_run(run, "is not a run folder")

@@ -2,12 +2,12 @@
 
 Three forms, chosen with ``--hw-loss`` (``budget`` is the default when ``--target-ms`` is given):
 
-* ``mul`` (FBNet):          ``L = CE * a * log(E[T] / 1us) ** b``            (a = 0.2, b = 0.6)
-* ``add`` (ProxylessNAS):   ``L = CE + lam * E[T] / T_ref``                    (lam = 0.1)
+* ``mul`` (FBNet):          ``L = CE * a * log(E[T] / 1us) ** b``   (config ``fbnet_a`` 0.2, ``fbnet_b`` 0.6)
+* ``add`` (ProxylessNAS):   ``L = CE + lam * E[T] / T_ref``           (config ``hw_lambda``, default 0.1)
 * ``budget``:               ``L = CE + lam * (E[T] / T - 1)`` with ``lam >= 0`` adapted by dual ascent
   after every architecture step, ``lam <- max(0, lam + eta * (E[T] / (T * (1 - margin)) - 1))``:
   it grows while the expected latency is over the (slightly tightened) budget and relaxes once under
-  it, so the distribution settles at the budget instead of wherever a fixed penalty puts it.
+  it (``eta`` = config ``dual_lr``, ``margin`` = ``dual_margin``), so the distribution settles at the budget instead of wherever a fixed penalty puts it.
 
 FBNet's log is taken of the latency in microseconds so that it stays positive for the sub-millisecond
 networks of small spaces. Every form's gradient reaches the architecture logits exactly through
@@ -89,15 +89,22 @@ class BudgetTerm(HardwareTerm):
 
 
 def make_hardware_term(model: LatencyModel, kind: str | None, *, target_ms: float | None = None,
-                       lam: float | None = None, a: float = 0.2, b: float = 0.6, dual_lr: float = 0.2,
-                       margin: float = 0.02) -> HardwareTerm:
+                       lam: float | None = None, a: float, b: float, dual_lr: float, margin: float) -> HardwareTerm:
     """Build the hardware term ``kind`` (mul, add, budget; None = budget if a target is given, else mul).
 
+    Args:
+        model: the latency model giving ``E[T]``.
+        kind: the form (see the module docstring).
+        target_ms: the budget ``T`` (budget; also ``T_ref`` of add when given).
+        lam: add: the weight; budget: the start of the multiplier (None: 0.1 for add, 0 for budget).
+        a, b: mul's factor and exponent (SearchConfig ``fbnet_a``, ``fbnet_b``).
+        dual_lr, margin: budget's dual-ascent step and budget tightening (``dual_lr``, ``dual_margin``).
+
     Raises:
-        ConfigError: ``budget`` without a target, or a non-positive target.
+        ConfigError: ``budget`` without a target, or a target that is not a finite number > 0.
     """
     kind = kind or ("budget" if target_ms is not None else "mul")
-    if target_ms is not None and target_ms <= 0:
+    if target_ms is not None and not (math.isfinite(target_ms) and target_ms > 0):
         raise ConfigError(f"--target-ms must be > 0, got {target_ms}")
     if kind == "budget" and target_ms is None:
         raise ConfigError("--hw-loss budget needs --target-ms (the latency budget in ms)")

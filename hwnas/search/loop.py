@@ -8,8 +8,8 @@ state atomically, so an interrupted search resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable
@@ -21,11 +21,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .._io import append_jsonl, save_torch, write_json
-from ..config import SearchConfig, read_yaml, write_yaml
+from .._ckpt import load_state, save_state
+from .._io import append_jsonl, write_json
+from ..config import SearchConfig
 from ..data import Splits, make_loader
-from ..errors import ConfigError
+from ..errors import HwnasError
 from ..relax import Sample, make_relaxation
+from ..run import ARCH, CHECKPOINT, HISTORY, RunFolder, checkpoint_of, write_lines
 from ..space import Arch, get_space
 from ..supernet import Supernet
 from ._dist import SINGLE, Single
@@ -52,9 +54,8 @@ class SearchResult:
 
     def to_json(self) -> dict[str, Any]:
         space = get_space(self.space, **self.space_args)
-        extra = {"space_args": self.space_args} if self.space_args else {}
         return space.to_json(self.arch, self.hparams, supernet_val_accuracy=self.val_accuracy,
-                             search_seconds=round(self.seconds, 2), **extra, **self.extra)
+                             search_seconds=round(self.seconds, 2), **self.extra)
 
 
 class SearchState:
@@ -70,13 +71,16 @@ class SearchState:
             self.relax.restrict(cfg.subspace)
         self.w_opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay, nesterov=True)
-        self.a_opt = torch.optim.Adam(self.relax.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999),
-                                      weight_decay=cfg.arch_weight_decay)
+        self.a_opt = torch.optim.Adam(self.relax.arch_parameters(), lr=cfg.arch_lr,
+                                      betas=(cfg.arch_beta1, cfg.arch_beta2), weight_decay=cfg.arch_weight_decay)
+        self.grad_clip = cfg.weight_grad_clip  # max global L2 norm of the weight step's gradient
         self.rates = {c.label: LearnedRate(c).to(device) for c in self.space.continuous} if cfg.learn_dropout else {}
-        self.h_opt = (torch.optim.Adam([r.theta for r in self.rates.values()], lr=0.05) if self.rates else None)
+        self.h_opt = (torch.optim.Adam([r.theta for r in self.rates.values()], lr=cfg.hypergrad_lr)
+                      if self.rates else None)
         self.latency, self.latency_path = load_latency_model(cfg, self.space)
         self.hw = (make_hardware_term(self.latency, cfg.hw_loss, target_ms=cfg.target_ms, lam=cfg.hw_lambda,
-                                      dual_lr=cfg.dual_lr).to(device) if self.latency is not None else None)
+                                      a=cfg.fbnet_a, b=cfg.fbnet_b, dual_lr=cfg.dual_lr, margin=cfg.dual_margin
+                                      ).to(device) if self.latency is not None else None)
         self.target_ms = cfg.target_ms
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0  # next epoch to run
@@ -124,22 +128,6 @@ class SearchState:
                 *(r.theta for r in self.rates.values())]
 
 
-# settings that may differ when a run is resumed (they do not change what is computed)
-_RESUMABLE = {"device", "threads", "data_root"}
-
-
-def _check_same_run(out: Path, cfg: SearchConfig) -> None:
-    """A checkpoint is resumed only by the config that wrote it; anything else would mix two runs."""
-    if not (out / "config.yaml").is_file():
-        return
-    old = read_yaml(out / "config.yaml")
-    diff = sorted(k for k, v in cfg.to_dict().items() if k not in _RESUMABLE and old.get(k, v) != v)
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in diff)
-        raise ConfigError(f"{out} holds a search with other settings ({shown}); resume it with the same settings "
-                          "or pass a new --out")
-
-
 def _lr_at(cfg: SearchConfig, epoch: float) -> float:
     """Cosine schedule from ``cfg.lr`` to 0 over the search."""
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
@@ -147,12 +135,28 @@ def _lr_at(cfg: SearchConfig, epoch: float) -> float:
 
 def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
                splits: Splits | None = None, dp: Single = SINGLE,
-               on_checkpoint: Callable[[], None] | None = None) -> SearchResult:
-    """Run one search to the end (resuming from ``out_dir/checkpoint.pt`` when it exists).
+               on_checkpoint: Callable[[], None] | None = None, fresh: bool = False) -> SearchResult:
+    """Run one search to the end (resuming ``out_dir`` when it holds the same search).
+
+    ``out_dir`` is held with the run folder's writer lock (``hwnas.run``): a second process gets a one-line
+    error; a folder of another kind or with other settings is refused unless ``fresh`` (delete, restart).
+    Other arguments: see ``_run_search``.
+    """
+    folder = RunFolder(out_dir) if out_dir is not None and dp.is_main else None
+    with folder.writer("hwnas search") if folder is not None else contextlib.nullcontext():
+        if folder is not None:
+            folder.prepare("search", cfg.to_dict(), fresh=fresh)
+        return _run_search(cfg, out_dir, progress=progress, splits=splits, dp=dp, on_checkpoint=on_checkpoint)
+
+
+def _run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
+                splits: Splits | None = None, dp: Single = SINGLE,
+                on_checkpoint: Callable[[], None] | None = None) -> SearchResult:
+    """Run one search to the end (resuming from ``out_dir/checkpoint.safetensors`` when it exists).
 
     Args:
         cfg: the validated search config.
-        out_dir: run folder for ``config.yaml``, ``history.jsonl``, ``checkpoint.pt``, ``arch.json``;
+        out_dir: run folder for ``config.yaml``, ``history.jsonl``, ``checkpoint.safetensors``, ``arch.json``;
             None keeps everything in memory.
         progress: show a progress bar over epochs.
         splits: pre-loaded data (else loaded from ``cfg``).
@@ -175,17 +179,20 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         check_data_fits(st.space, splits)
     src = Path(out_dir) if out_dir is not None else None  # every rank resumes from it
     out = src if dp.is_main else None  # only rank 0 writes
-    if src is not None and (src / "checkpoint.pt").exists():
-        _check_same_run(src, cfg)
-        st.load_state_dict(torch.load(src / "checkpoint.pt", map_location=device, weights_only=False))
+    ckpt = checkpoint_of(src, what="search checkpoint") if src is not None else None
+    if ckpt is not None:  # data only (never a pickle); tensors land on their module's/optimizer's device
+        fix = "add --fresh to restart this search from epoch 0, or pass a new --out"
+        state, _ = load_state(ckpt, kind="search", what="search checkpoint", fix=fix)
+        try:
+            st.load_state_dict(state)
+        except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as err:
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise HwnasError(f"search checkpoint {ckpt} does not fit this search ({msg}); {fix}") from None
     dp.broadcast(st.shared_tensors())
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         # the checkpoint is the truth: drop history lines of an epoch that died before its checkpoint
-        tmp = out / "history.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in st.history))
-        tmp.replace(out / "history.jsonl")
-        write_yaml(out / "config.yaml", cfg.to_dict())
+        write_lines(out / HISTORY, st.history)
 
     val_eval = make_loader(splits.val, 256, shuffle=False)
     bar = tqdm(total=cfg.epochs, initial=st.epoch, desc=f"search {cfg.space}/{cfg.relaxation}", unit="epoch",
@@ -203,8 +210,9 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
         st.history.append(record)
         st.epoch += 1
         if out is not None:
-            append_jsonl(out / "history.jsonl", record)
-            save_torch(out / "checkpoint.pt", st.state_dict())
+            append_jsonl(out / HISTORY, record)
+            save_state(out / CHECKPOINT, st.state_dict(), kind="search",
+                       meta={"space": cfg.space, "space_args": dict(cfg.space_args), "epoch": st.epoch})
             if on_checkpoint is not None:
                 on_checkpoint()
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['derived_val_accuracy']:.3f}")
@@ -224,7 +232,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
                           final["derived_val_accuracy"], st.history, out, time.perf_counter() - t0,
                           dict(cfg.space_args), extra)
     if out is not None:
-        write_json(out / "arch.json", result.to_json())
+        write_json(out / ARCH, result.to_json())
     return result
 
 
@@ -233,8 +241,9 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
     arch_phase = epoch >= cfg.warmup_epochs
     span = max(cfg.epochs - cfg.warmup_epochs - 1, 1)
     st.relax.set_progress((epoch - cfg.warmup_epochs) / span if arch_phase else 0.0)
-    train = make_loader(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch, drop_last=True)
-    val = make_loader(splits.val, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch + 7919, drop_last=True)
+    data_seed = cfg.seed * cfg.data_seed_stride + epoch
+    train = make_loader(splits.train, cfg.batch_size, shuffle=True, seed=data_seed, drop_last=True)
+    val = make_loader(splits.val, cfg.batch_size, shuffle=True, seed=data_seed + cfg.val_seed_offset, drop_last=True)
     train_loss = train_acc = 0.0
     arch_sums: dict[str, float] = {}
     n_w = n_a = 0
@@ -247,7 +256,7 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
         train_loss, train_acc, n_w = train_loss + loss, train_acc + acc, n_w + 1
         if not arch_phase:
             continue
-        m = arch_step(st, xv, yv, train_batch=(x, y), seed=cfg.seed * 7 + st.step)
+        m = arch_step(st, xv, yv, train_batch=(x, y), seed=cfg.seed * cfg.hypergrad_seed_stride + st.step)
         for k, v in m.items():
             arch_sums[k] = arch_sums.get(k, 0.0) + v
         n_a += 1
@@ -270,8 +279,13 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
 def weight_step(st: SearchState, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """One SGD step on the supernet's weights (train batch); the sample is a constant here.
 
+    The gradient's global L2 norm is clipped to ``st.grad_clip`` (config ``weight_grad_clip``).
+
     Returns:
         (loss, accuracy) on the batch.
+
+    Raises:
+        HwnasError: the loss or the (rank-averaged) gradient is NaN or infinite; the weights are not stepped.
     """
     st.net.train()
     with torch.no_grad():
@@ -282,9 +296,24 @@ def weight_step(st: SearchState, x: torch.Tensor, y: torch.Tensor) -> tuple[floa
     st.w_opt.zero_grad(set_to_none=True)
     loss.backward()
     st.dp.average_grads(st.net.parameters())
-    torch.nn.utils.clip_grad_norm_(st.net.parameters(), 5.0)
+    norm = torch.nn.utils.clip_grad_norm_(st.net.parameters(), st.grad_clip)
+    value = loss.item()
+    _check_finite(st, "weight loss (cross-entropy on a train batch)", value, "--lr")
+    _check_finite(st, "weight gradient norm", float(norm), "--lr")  # the same on every data-parallel rank
     st.w_opt.step()
-    return loss.item(), float((logits.argmax(1) == y).float().mean())
+    return value, float((logits.argmax(1) == y).float().mean())
+
+
+def _check_finite(st: SearchState, what: str, value: float, flag: str) -> None:
+    """Stop the search with one line when ``value`` (a loss, a norm) is NaN or infinite.
+
+    Callers check before their optimiser step; the epoch that diverged is never checkpointed, so the
+    checkpoint of the last finished epoch stays as it is.
+    """
+    if not math.isfinite(value):
+        raise HwnasError(f"the {what} became {value} in epoch {st.epoch + 1}: the search diverged and stopped "
+                         f"(nothing of this epoch is saved; the run folder keeps the checkpoint of the last finished "
+                         f"epoch); rerun with a lower {flag} and a new --out")
 
 
 def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, *,
@@ -295,6 +324,9 @@ def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, *,
 
     Returns:
         ``arch_loss``, ``arch_ce``, ``arch_acc`` and the hardware term's metrics.
+
+    Raises:
+        HwnasError: the architecture loss is NaN or infinite; nothing is stepped.
     """
     st.net.train()
     sample = st.relax.sample(st.gen)
@@ -306,11 +338,16 @@ def arch_step(st: SearchState, x: torch.Tensor, y: torch.Tensor, *,
     metrics: dict[str, float] = {}
     if st.hw is not None:
         loss, metrics = st.hw(loss, st.relax.probs())
+    # the value is the whole batch's on every data-parallel rank, so every rank stops here together
+    _check_finite(st, "architecture loss (validation batch)", loss.item(), "--arch-lr")
     st.a_opt.zero_grad(set_to_none=True)
     st.w_opt.zero_grad(set_to_none=True)
     loss.backward()
     st.dp.average_grads(st.relax.arch_parameters())
     st.a_opt.step()
+    # a finite loss can still overflow Adam's moments (a huge --arch-lr): stop here, not at the next weight step
+    size = torch.cat([a.detach().flatten() for a in st.relax.arch_parameters()]).abs().max()
+    _check_finite(st, "largest architecture logit (after an architecture step)", float(size), "--arch-lr")
     if st.rates and train_batch is not None:
         st.dp.average_grads(st.net.parameters())  # grad_w L_val of the whole batch
         for r in st.rates.values():

@@ -7,13 +7,9 @@ candidate beats on both accuracy (higher) and latency (lower; measured when know
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
-
-from .._io import write_json
 
 Candidate = dict[str, Any]
 
@@ -45,23 +41,4 @@ def pareto_front(candidates: Iterable[Candidate]) -> list[Candidate]:
         if c["accuracy"] > top:
             front.append(c)
             top = c["accuracy"]
-    return front
-
-
-def read_candidates(path: str | Path) -> list[Candidate]:
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
-def write_front(run_dir: str | Path, candidates: list[Candidate]) -> list[Candidate]:
-    """Rewrite ``candidates.jsonl`` (all, sorted by shard) and ``pareto.json`` atomically; return the front."""
-    run = Path(run_dir)
-    ordered = sorted(candidates, key=lambda c: str(c.get("shard")))
-    tmp = run / "candidates.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(c) + "\n" for c in ordered))
-    tmp.replace(run / "candidates.jsonl")
-    front = pareto_front(ordered)
-    write_json(run / "pareto.json", front)
     return front

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, read_yaml
+from .._ckpt import load_state
+from ..config import TrainConfig
 from ..data import Splits, make_loader
 from ..errors import HwnasError
+from ..run import CHECKPOINT, CONFIG, RESTART_FIX, RunFolder, checkpoint_of, space_from
 from ..space import Arch, SearchSpace
 from ..supernet import Supernet
 from ._runtime import check_data_fits, evaluate, load_for, resolve_device, seed_everything, set_threads
@@ -42,25 +44,30 @@ class TrainResult:
 
 
 def inherit_weights(space: SearchSpace, arch: Arch, hparams: dict[str, float], run_dir: str | Path) -> nn.Module:
-    """The plain network of ``arch`` with the weights of the supernet in ``run_dir/checkpoint.pt``.
+    """The plain network of ``arch`` with the weights of the supernet in ``run_dir/checkpoint.safetensors``.
 
     Raises:
-        HwnasError: no checkpoint, or a checkpoint of another space.
+        HwnasError: no checkpoint, only a legacy pickled ``checkpoint.pt`` (never loaded), a file that is not
+            an hwnas search checkpoint, or a checkpoint of another space.
     """
     run = Path(run_dir)
-    ckpt = run / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise HwnasError(f"--inherit {run}: no checkpoint.pt there; pass the RUN_DIR of a finished `hwnas search`")
-    cfg = read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
-    if cfg.get("space", space.name) != space.name:
-        raise HwnasError(f"--inherit {run}: that search used space {cfg.get('space')!r}, the arch is {space.name!r}")
+    fix = "rerun the search or retrain from scratch without --inherit"
+    ckpt = checkpoint_of(run, what=f"--inherit {run}:", fix=f"{RESTART_FIX}, or retrain from scratch without --inherit")
+    if ckpt is None:
+        raise HwnasError(f"--inherit {run}: no {CHECKPOINT} there; pass the RUN_DIR of a finished `hwnas search`")
+    cfg = RunFolder(run).read_config()
+    searched = space_from(cfg.get("space"), cfg.get("space_args"), f"--inherit {run / CONFIG}")
+    if (searched.name, searched.args) != (space.name, space.args):
+        raise HwnasError(f"--inherit {run}: that search used space {searched.name!r} {searched.args or ''}, the arch "
+                         f"is in {space.name!r} {space.args or ''}; pass the run that searched this arch's space")
+    state, _ = load_state(ckpt, kind="search", what=f"--inherit {run}: checkpoint", fix=fix)
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
         net = Supernet(space)
         net.load_state_dict(state["net"])
-    except (RuntimeError, KeyError, EOFError, OSError) as err:
-        raise HwnasError(f"--inherit {run}: checkpoint.pt cannot be loaded into a {space.name} supernet ({err}); "
-                         "rerun the search or retrain from scratch without --inherit") from None
+    except (RuntimeError, KeyError, TypeError, AttributeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HwnasError(f"--inherit {run}: {CHECKPOINT} cannot be loaded into a {space.name} supernet ({msg}); "
+                         f"{fix}") from None
     return net.extract(arch, hparams)
 
 
@@ -99,7 +106,8 @@ def train_arch(space: SearchSpace, arch: Arch, hparams: dict[str, float], cfg: T
     for epoch in bar:
         model.train()
         correct = n = 0
-        for x, y in make_loader(splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 1009 + epoch):
+        for x, y in make_loader(splits.train, cfg.batch_size, shuffle=True,
+                                seed=cfg.seed * cfg.data_seed_stride + epoch):
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y)

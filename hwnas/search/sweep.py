@@ -8,23 +8,23 @@ actors while this module runs them one after another in one process.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._io import write_json
-from ..config import RayConfig, SearchConfig, SweepConfig, TrainConfig, read_yaml, split_run_dict, write_yaml
-from ..errors import ConfigError, HwnasError
+from ..config import RayConfig, SearchConfig, SweepConfig, TrainConfig
+from ..errors import ConfigError
+from ..run import HISTORY, RunFolder, read_candidate, read_jsonl, sweep_record, write_candidate, write_front
 from ..space import get_space
 from ._dist import SINGLE, Single
 from .loop import SearchResult, run_search
-from .pareto import Candidate, write_front
+from .pareto import Candidate
 from .retrain import train_arch
 
 
@@ -57,18 +57,9 @@ def accuracy_kind(cfg: SearchConfig) -> str:
     return "validation accuracy with the supernet's weights (no fine-tune)"
 
 
-def finished(shard_dir: str | Path) -> Candidate | None:
-    """The candidate of a finished shard (its ``candidate.json``), else None."""
-    done = Path(shard_dir) / "candidate.json"
-    return json.loads(done.read_text()) if done.exists() else None
-
-
 def _history_seconds(d: Path) -> float:
     """Wall-clock already spent on epochs in ``d`` (kept across restarts: a resumed shard's cost includes them)."""
-    h = d / "history.jsonl"
-    if not h.exists():
-        return 0.0
-    return sum(json.loads(line).get("seconds", 0.0) for line in h.read_text().splitlines() if line.strip())
+    return sum(float(r.get("seconds") or 0.0) for r in read_jsonl(d / HISTORY))
 
 
 def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False, dp: Single = SINGLE,
@@ -81,7 +72,7 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
     ``on_checkpoint`` runs after each epoch checkpoint and after ``candidate.json`` (uploads to storage).
     """
     d = Path(shard_dir)
-    if (cand := finished(d)) is not None:
+    if (cand := read_candidate(d)) is not None:
         return cand
     t0, before = time.perf_counter(), _history_seconds(d)
     result: SearchResult = run_search(spec.cfg, d, progress=progress, dp=dp, on_checkpoint=on_checkpoint)
@@ -91,8 +82,8 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
     accuracy = result.val_accuracy
     if cfg.fine_tune_epochs:
         tcfg = TrainConfig(dataset=cfg.dataset, data_root=cfg.data_root, data_limit=cfg.data_limit,
-                           epochs=cfg.fine_tune_epochs, batch_size=cfg.batch_size, lr=cfg.lr * 0.4, seed=cfg.seed,
-                           device=cfg.device, threads=cfg.threads)
+                           epochs=cfg.fine_tune_epochs, batch_size=cfg.batch_size, lr=cfg.lr * cfg.fine_tune_lr_factor,
+                           seed=cfg.seed, device=cfg.device, threads=cfg.threads, data_seed_stride=cfg.data_seed_stride)
         space = get_space(cfg.space, **cfg.space_args)
         trained, _ = train_arch(space, result.arch, result.hparams, tcfg, inherit=d, progress=False)
         accuracy = trained.val_accuracy
@@ -105,7 +96,7 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
         "search_seconds": round(result.seconds, 2), "shard_seconds": round(before + time.perf_counter() - t0, 2),
         "resources": resources or local_resources(cfg),
     }
-    write_json(d / "candidate.json", cand)
+    write_candidate(d, cand)
     if on_checkpoint is not None:
         on_checkpoint()
     return cand
@@ -125,38 +116,33 @@ class SweepResult:
     pareto: list[Candidate]
 
 
-def start_run(run_dir: str | Path, cfg: SearchConfig, sweep: SweepConfig, ray: RayConfig) -> list[ShardSpec]:
-    """Write the run's ``config.yaml`` (what ``--resume`` reads back) and return its shards."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    specs = shard_specs(cfg, sweep)
-    write_yaml(run / "config.yaml", {**cfg.to_dict(), "targets": sweep.targets, "seeds": sweep.seeds,
-                                     "shards_per_target": sweep.shards_per_target, "ray": ray.to_dict()})
-    return specs
+@contextlib.contextmanager
+def open_sweep(run_dir: str | Path, cfg: SearchConfig, sweep: SweepConfig, ray: RayConfig, *,
+               fresh: bool = False) -> Iterator[list[ShardSpec]]:
+    """Hold ``run_dir``'s writer lock, start (or resume) the sweep there and yield its shards.
+
+    The resolved config is written to ``config.yaml`` (what ``--resume`` reads back); a folder holding a
+    single search, another sweep or foreign files is refused unless ``fresh`` (``hwnas.run.RunFolder``).
+    """
+    folder = RunFolder(run_dir)
+    with folder.writer("hwnas search (sweep)"):
+        folder.prepare("sweep", sweep_record(cfg, sweep, ray), fresh=fresh)
+        yield shard_specs(cfg, sweep)
 
 
-def load_run(run_dir: str | Path) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
-    """The settings a run was started with, for ``hwnas search --resume RUN_DIR``, and whether it is a
-    sweep (a single search's config.yaml has no targets)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise HwnasError(f"{run_dir} is not a run folder (no config.yaml); start it with hwnas search ... --out {run_dir}")
-    data = read_yaml(path)
-    return (*split_run_dict(data, str(path)), "targets" in data)
-
-
-def run_sweep(cfg: SearchConfig, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = True) -> SweepResult:
+def run_sweep(cfg: SearchConfig, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = True,
+              fresh: bool = False) -> SweepResult:
     """All shards one after another in this process; writes ``candidates.jsonl`` and ``pareto.json``.
 
     Finished shards are read back, not recomputed, so a rerun after an interruption completes the run.
     (``hwnas.distributed`` runs the same shards as Ray actors.)
     """
     run = Path(run_dir)
-    specs = start_run(run, cfg, sweep, RayConfig(enabled=False))
-    cands = []
-    for i, spec in enumerate(specs):
-        if progress:
-            print(f"shard {i + 1}/{len(specs)}: {spec.key}", flush=True)
-        cands.append(run_shard(spec, run / "shards" / spec.key, progress=progress))
-        write_front(run, cands)
-    return SweepResult(run, cands, write_front(run, cands))
+    with open_sweep(run, cfg, sweep, RayConfig(enabled=False), fresh=fresh) as specs:
+        cands = []
+        for i, spec in enumerate(specs):
+            if progress:
+                print(f"shard {i + 1}/{len(specs)}: {spec.key}", flush=True)
+            cands.append(run_shard(spec, RunFolder(run).shard(spec.key).path, progress=progress))
+            write_front(run, cands)
+        return SweepResult(run, cands, write_front(run, cands))

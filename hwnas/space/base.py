@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import math
+import numbers
 import random
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,20 @@ Arch = dict[str, Any]
 
 class ArchError(HwnasError, ValueError):
     """An arch that does not belong to its space (unknown label, value outside its choice, ...)."""
+
+
+_MISSING = object()
+
+
+def _same_choice(value: Any, choice: Any) -> bool:
+    """``value`` is ``choice`` for an arch: equal and of the same kind (``64.0``/``True`` are not ``64``/``1``)."""
+    if isinstance(choice, bool) or isinstance(value, bool):
+        return type(value) is type(choice) and value == choice
+    if isinstance(choice, numbers.Integral):
+        return isinstance(value, numbers.Integral) and value == choice
+    if isinstance(choice, float):
+        return isinstance(value, numbers.Real) and value == choice
+    return type(value) is type(choice) and value == choice
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,8 @@ class SearchSpace:
             layer with parameters or cost, in order.
         continuous: optional continuous hyperparameters (off unless enabled in the search config).
         description: one line for ``hwnas spaces``.
+        args: the factory arguments (``space_args``) that built it, those equal to a default left out; part
+            of every arch id, so the same arch of ``mbconv()`` and ``mbconv(widths=...)`` get different ids.
     """
 
     name: str
@@ -92,6 +109,7 @@ class SearchSpace:
     units: tuple[tuple[str, tuple[str, ...]], ...]
     continuous: tuple[Continuous, ...] = ()
     description: str = ""
+    args: dict[str, Any] = field(default_factory=dict)  # factory arguments that differ from its defaults
     _by_label: dict[str, Choice] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +163,9 @@ class SearchSpace:
     def validate(self, arch: Mapping[str, Any]) -> Arch:
         """Check ``arch`` against the space and return it in declaration order.
 
+        A value must be a choice of the same kind: ``64.0`` or ``True`` is not the int choice ``64`` or ``1``
+        (other integer types, e.g. numpy's, are; the returned arch holds the declared values).
+
         Raises:
             ArchError: unknown or missing label, or a value outside its choice.
         """
@@ -155,22 +176,30 @@ class SearchSpace:
         missing = [lab for lab in self.labels if lab not in arch]
         if missing:
             raise ArchError(f"arch is missing label(s) {missing} of space {self.name!r}")
+        out = {}
         for c in self.choices:
-            if arch[c.label] not in c.values:
-                raise ArchError(f"{c.label}={arch[c.label]!r} is not a choice of space {self.name!r}; "
+            v = arch[c.label]
+            match = next((x for x in c.values if _same_choice(v, x)), _MISSING)
+            if match is _MISSING:
+                kinds = sorted({type(x).__name__ for x in c.values})
+                kind = (f" (a {type(v).__name__}; the values of {c.label} are {' or '.join(kinds)})"
+                        if any(v == x for x in c.values) else "")
+                raise ArchError(f"{c.label}={v!r} is not a choice of space {self.name!r}{kind}; "
                                 f"pick one of {list(c.values)}")
-        return {lab: arch[lab] for lab in self.labels}
+            out[c.label] = match
+        return out
 
     # ---- ids and JSON ------------------------------------------------------------------------------
     def arch_id(self, arch: Mapping[str, Any]) -> str:
-        """Stable id: first 12 hex digits of sha256 over the space name and the sorted arch."""
-        payload = json.dumps({"space": self.name, "arch": self.validate(arch)}, sort_keys=True)
+        """Stable id: first 12 hex digits of sha256 over the space name, its ``args`` (when any) and the sorted arch."""
+        key = {"space": self.name, "arch": self.validate(arch), **({"args": self.args} if self.args else {})}
+        payload = json.dumps(key, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def to_json(self, arch: Mapping[str, Any], hparams: Mapping[str, float] | None = None, **extra: Any) -> dict:
-        """The arch file format: ``{"space", "arch", "arch_id", "hparams", ...extra}``."""
+        """The arch file format: ``{"space", "space_args", "arch", "arch_id", "hparams", ...extra}``."""
         arch = self.validate(arch)
-        return {"space": self.name, "arch": arch, "arch_id": self.arch_id(arch), "hparams": dict(hparams or {}), **extra}
+        return {"space": self.name, "space_args": dict(self.args), "arch": arch, "arch_id": self.arch_id(arch), "hparams": dict(hparams or {}), **extra}
 
     def from_json(self, obj: Mapping[str, Any]) -> tuple[Arch, dict[str, float]]:
         """Parse the arch file format. Raises ArchError when it belongs to another space or is invalid."""
@@ -178,11 +207,19 @@ class SearchSpace:
             raise ArchError(f"arch file is for space {obj.get('space')!r}, not {self.name!r}")
         if not isinstance(obj.get("arch"), dict):
             raise ArchError("arch file has no 'arch' object")
-        hparams = {k: float(v) for k, v in (obj.get("hparams") or {}).items()}
-        for k, v in hparams.items():
+        known = ", ".join(f"{c.label} in [{c.low:g}, {c.high:g}]" for c in self.continuous) or "none"
+        raw = obj.get("hparams") or {}
+        if not isinstance(raw, dict):
+            raise ArchError(f"arch file 'hparams' must be a mapping of name to number, got {raw!r}; the "
+                            f"hyperparameters of space {self.name!r}: {known}")
+        hparams = {}
+        for k, v in raw.items():
             spec = next((c for c in self.continuous if c.label == k), None)
-            if spec is None or not spec.low <= v <= spec.high:
-                raise ArchError(f"hyperparameter {k}={v} is not in space {self.name!r}")
+            number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if spec is None or not number or not spec.low <= v <= spec.high:
+                raise ArchError(f"hyperparameter {k}={v!r} is not in space {self.name!r}; its hyperparameters "
+                                f"(finite numbers): {known}")
+            hparams[k] = float(v)
         return self.validate(obj["arch"]), hparams
 
     # ---- shapes and modules ------------------------------------------------------------------------
