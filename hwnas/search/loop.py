@@ -210,9 +210,11 @@ def _run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progres
         st.history.append(record)
         st.epoch += 1
         if out is not None:
-            append_jsonl(out / HISTORY, record)
+            # checkpoint first: an epoch's history line exists only once its checkpoint does (a process killed
+            # in between resumes from that checkpoint and rewrites history.jsonl from it)
             save_state(out / CHECKPOINT, st.state_dict(), kind="search",
                        meta={"space": cfg.space, "space_args": dict(cfg.space_args), "epoch": st.epoch})
+            append_jsonl(out / HISTORY, record)
             if on_checkpoint is not None:
                 on_checkpoint()
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['derived_val_accuracy']:.3f}")
