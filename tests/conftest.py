@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import _toy  # noqa: F401  (registers the toy space with a known optimum)
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# probes of latency tables are remembered per test session, not in the user's ~/.cache (subprocesses inherit it)
+os.environ.setdefault("HWNAS_PROBE_CACHE", str(Path(tempfile.mkdtemp(prefix="hwnas-probes-")) / "probes.json"))
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 

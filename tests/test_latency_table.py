@@ -18,7 +18,9 @@ from hwnas.latency import (
     read_table,
     save_table,
     space_hash,
+    store,
 )
+from hwnas.latency.fingerprint import ProbeResult
 from hwnas.latency.protocol import cpu_model, isa_flags
 from hwnas.latency.store import default_table_path, device_slug
 from hwnas.space import get_space
@@ -130,17 +132,25 @@ def test_matching_table_does_not_warn(table_file):
         load_table(table_file)
 
 
-def test_find_table_matches_cpu_isa_and_threads(tmp_path, seed_space):
+def test_find_table_matches_cpu_isa_and_threads(tmp_path, seed_space, monkeypatch):
+    # the fingerprint part of the matching; the probe (tests/test_latency_match.py) is faked as passing here,
+    # since a synthetic table's numbers are random
+    passed = ProbeResult(True, 0.1, (), "now", 0.0)
+    monkeypatch.setattr(store, "probe", lambda *a, **k: passed)
     root = tmp_path / "latency_tables"
     assert find_table("seed-cnn", roots=[root]) is None
     other = synthetic_table(seed_space, device="other-1t")
     other.device["cpu_model"] = "Imaginary CPU 9000"
     save_table(other, root / "other-1t" / "seed-cnn.json")
-    assert find_table("seed-cnn", roots=[root]) is None
+    with pytest.warns(TableWarning, match="other-1t/seed-cnn.json: not this machine's: measured on CPU 'Imaginary"):
+        assert find_table("seed-cnn", roots=[root]) is None
     here = default_table_path("seed-cnn", root=root)
     save_table(synthetic_table(seed_space, device=device_slug()), here)
-    assert find_table("seed-cnn", roots=[root]) == here
-    assert find_table("seed-cnn", threads=2, roots=[root]) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TableWarning)  # the preferred folder comes first: nothing skipped
+        assert find_table("seed-cnn", roots=[root]) == here
+    with pytest.warns(TableWarning, match=r"measured with 1 thread\(s\), used with 2"):
+        assert find_table("seed-cnn", threads=2, roots=[root]) is None
     assert find_table("mbconv", roots=[root]) is None
     table = read_table(here)
     assert table.device["cpu_model"] == cpu_model() and table.device["isa"] == isa_flags()

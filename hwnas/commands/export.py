@@ -17,7 +17,9 @@ The folder holds model.onnx (eval mode, BatchNorm folded, input x (1|batch, C, H
 optionally model.ort + required_operators.config and model.int8.onnx, and manifest.json: arch, accuracy
 on the run's test split (through onnxruntime), measured latency (onnxruntime, the latency table's
 protocol) next to the table's prediction, parity error vs torch and its tolerance, opset, versions and
-the sha256 of every file. It is written to a temp folder and renamed at the end: a failed export leaves
+the sha256 of every file. With a table of another device (--latency-table PHONE) the latency is that
+device's prediction (latency_source "predicted"); this host's own timing is kept apart (host_latency_ms)
+and never compared with it. It is written to a temp folder and renamed at the end: a failed export leaves
 nothing behind and keeps a previous export at --out."""
 
 
@@ -44,16 +46,26 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _summary(m: dict) -> None:
-    pred = m.get("predicted_latency_ms")
+def _latency(m: dict) -> str:
+    """The latency part of the summary, naming the device each number belongs to."""
+    pred, device = m.get("predicted_latency_ms"), m.get("latency_device")
+    if m.get("latency_source") == "predicted":  # another device's table: nothing was measured on it
+        return f"latency predicted {pred:.4f} ms on {device} (not measured: this host is not {device})"
+    on = f" on {device}" if device else ""
+    noisy = " (noisy)" if (m.get("measurement") or {}).get("noisy") else ""
+    spread = f" ±{m['measured_spread']:.1%}" if m.get("measured_spread") is not None else ""
     pred_s = f"predicted {pred:.4f} ms" if pred is not None else "no prediction (no latency table)"
-    print(f"arch {m['arch_id']}: accuracy {m['accuracy']:.4f} (onnxruntime, test split), latency measured "
-          f"{m['measured_latency_ms']:.4f} ms, {pred_s}; parity {m['parity_max_abs_err']:.2g} "
-          f"(tolerance {m['parity_tolerance']:g})")
+    return f"latency measured{on} {m['measured_latency_ms']:.4f} ms{spread}{noisy}, {pred_s}"
+
+
+def _summary(m: dict) -> None:
+    print(f"arch {m['arch_id']}: accuracy {m['accuracy']:.4f} (onnxruntime, test split), {_latency(m)}; parity "
+          f"{m['parity_max_abs_err']:.2g} (tolerance {m['parity_tolerance']:g})")
     q = m.get("int8")
     if q:
-        print(f"  int8: accuracy {q['accuracy']:.4f}, latency {q['measured_latency_ms']:.4f} ms "
-              f"({q['speedup_vs_fp32']:.2f}x fp32)")
+        q_ms = q.get("measured_latency_ms", q.get("host_latency_ms"))
+        where = " on this host" if "host_latency_ms" in q else ""
+        print(f"  int8: accuracy {q['accuracy']:.4f}, latency {q_ms:.4f} ms{where} ({q['speedup_vs_fp32']:.2f}x fp32)")
         if not q["faster_than_fp32"]:
             print(f"  note: {q['note']}")
     if m.get("latency_warning"):

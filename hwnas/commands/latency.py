@@ -84,8 +84,10 @@ For a stable table pin one core and one BLAS thread:
     p.add_argument("--out", default=None, help="table path (default latency_tables/<device>/<space>.json)")
     p.add_argument("--limit", type=int, default=None, help="stop after measuring this many units (resume later)")
     p.add_argument("--if-missing", action="store_true",
-                   help="do nothing when a table of this space already matches this machine (CPU model, ISA flags, "
-                        "threads), e.g. a shipped one; profile otherwise")
+                   help="keep a table of this space that is complete, has this machine's fingerprint (CPU model, "
+                        "ISA flags, caches, cores, onnxruntime, threads) and passes a quick probe (3 networks timed "
+                        "against its prediction), e.g. a shipped one; complete an incomplete table of this machine; "
+                        "profile otherwise (into a new device folder when the default one holds a table)")
     add_protocol_flags(p, defaults=True)
     p.set_defaults(func=run_profile)
 
@@ -112,7 +114,9 @@ Example:
                          formatter_class=RAW, description="""\
 Measure N random archs end to end (same protocol as the table), fit c0 and per-unit scales
 (T = c0 + sum_u a_u (LUT_u - overhead), ridge towards a_u = 1 chosen by leave-one-out) and store
-them in the table (atomic rewrite). Example:
+them in the table (atomic rewrite). Only this host's own tables: a table of another device (its
+fingerprint is not this host's, e.g. a phone table) is refused; time that device with `hwnas devicekit`.
+Example:
   OMP_NUM_THREADS=1 taskset -c 1 hwnas latency calibrate --table latency_tables/amd-epyc-1t/seed-cnn.json --samples 48""")
     ca.add_argument("--table", required=True, help="complete latency table to calibrate")
     ca.add_argument("--space", default=None, help="expected space (default: the table's)")
@@ -126,7 +130,8 @@ them in the table (atomic rewrite). Example:
 Measure held-out archs end to end (half uniform, half from the middle of the latency range; another
 seed than calibration) and report, side by side, the calibrated predictor, the overhead-corrected sum
 and the plain additive table: MAPE, share within 5%/10%, Kendall tau, worst error, bias, constraint
-precision (target = median measured latency). Example:
+precision (target = median measured latency). Only this host's own tables: a table of another device
+is refused (this host's timings say nothing about it). Example:
   OMP_NUM_THREADS=1 taskset -c 1 hwnas latency validate --table latency_tables/amd-epyc-1t/mbconv.json --samples 200 --json val.json""")
     va.add_argument("--table", required=True, help="latency table to validate")
     va.add_argument("--samples", type=int, default=200, help="number of measured archs (default 200)")
@@ -136,24 +141,75 @@ precision (target = median measured latency). Example:
     va.set_defaults(func=run_validate)
 
 
+def _if_missing(space, threads: int, device: str, out: Path, explicit_out: bool) -> tuple[str, Path, dict | None] | None:
+    """``profile --if-missing``: None when a good table exists (kept); else ``(device, out, protocol)`` to
+    profile: an incomplete table of this host is completed with its recorded protocol, otherwise a new
+    table is measured, into a new device folder when ``out`` already holds a table (never overwritten)."""
+    from ..latency.store import assess_table, assess_tables, default_table_path, free_device
+
+    found = assess_tables(space.name, threads)
+    if out.is_file() and all(f.path.resolve() != out.resolve() for f in found):
+        here = assess_table(out, space, threads)
+        if here.status != "other-space":
+            found.insert(0, here)
+    good = next((f for f in found if f.ok), None)
+    if good is not None:
+        print(f"keeping {good.path}: complete, fingerprint of this machine, probe {good.probe.summary()} (not "
+              "profiling again)")
+        return None
+    for f in found:
+        print(f"hwnas: {f.path}: {f.reason}", file=sys.stderr)
+    partial = [f for f in found if f.status == "incomplete"]
+    if partial:
+        pick = next((f for f in partial if f.path.resolve() == out.resolve()), partial[0])
+        print(f"completing {pick.path}: this machine's table, {pick.reason}; resuming with its recorded protocol")
+        return pick.table.device["name"], pick.path, pick.table.protocol
+    why = {"foreign": "fingerprint of another host", "probe-failed": "probe failed",
+           "space-version": "another version of the space", "unreadable": "unreadable"}
+    kinds = ", ".join(dict.fromkeys(why[f.status] for f in found)) or "no table"
+    if out.exists():
+        if explicit_out:
+            reason = next((f.reason for f in found if f.path.resolve() == out.resolve()), "cannot be used here")
+            raise HwnasError(f"--if-missing: {out} holds a latency table this machine cannot use ({reason}) and "
+                             "profiling would overwrite it; pass another --out or delete it")
+        old, device = out, free_device(space.name, device, taken=[out])
+        out = default_table_path(space.name, device)
+        print(f"re-profiling {space.name} ({kinds}) into a new device folder: {out} ({old} is left as it is)")
+    else:
+        print(f"profiling {space.name} into {out} ({kinds} usable on this machine)")
+    return device, out, None
+
+
 def run_profile(args) -> int:
     from ..latency.profile import profile_space
-    from ..latency.store import default_table_path, device_slug, find_table
+    from ..latency.protocol import Protocol
+    from ..latency.store import assess_table, default_table_path, device_slug
 
     space = get_space(args.space)
-    if args.if_missing and (found := find_table(space.name, args.threads)) is not None:
-        print(f"a latency table of {space.name} matches this machine: {found} (not profiling again)")
-        return 0
     device = args.device or device_slug(args.threads)
     out = Path(args.out) if args.out else default_table_path(space.name, device)
+    protocol = protocol_from(args)
+    if args.if_missing:
+        with _warnings_as_lines():
+            plan = _if_missing(space, args.threads, device, out, args.out is not None)
+        if plan is None:
+            return 0
+        device, out, recorded = plan
+        protocol = Protocol.from_dict(recorded) if recorded else protocol
     start = time.monotonic()
     with _warnings_as_lines():
-        table = profile_space(space, out, device, protocol_from(args), batch=args.batch, limit=args.limit,
+        table = profile_space(space, out, device, protocol, batch=args.batch, limit=args.limit,
                               progress=not args.no_progress)
     left = len(table.missing(space))
     state = "complete" if not left else f"{left} unit(s) left; run the same command again to resume"
     print(f"wrote {out}: {len(table.entries)} units, overhead {table.overhead_ms:.4f} ms ({state}) in "
           f"{time.monotonic() - start:.0f} s")
+    if args.if_missing and not left:
+        with _warnings_as_lines():
+            check = assess_table(out, space, args.threads)
+        print(f"probe of {out}: {check.probe.summary()}" if check.probe else f"check of {out}: {check.reason}")
+        if not check.ok:
+            print(f"hwnas: warning: {out} will not be chosen on this machine: {check.reason}", file=sys.stderr)
     return 0
 
 

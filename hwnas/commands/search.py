@@ -204,7 +204,12 @@ def run(args) -> int:
         if "predicted_latency_ms" in result.extra:
             e = result.extra
             budget = f", budget {e['target_latency_ms']} ms" if e.get("target_latency_ms") else ""
-            print(f"latency: predicted {e['predicted_latency_ms']:.4f} ms, measured {e['measured_latency_ms']:.4f} ms "
-                  f"(onnxruntime, {e['device']}{budget})")
+            if e.get("measured_latency_ms") is not None:
+                noisy = " NOISY" if (e.get("measurement") or {}).get("noisy") else ""
+                print(f"latency: predicted {e['predicted_latency_ms']:.4f} ms, measured {e['measured_latency_ms']:.4f} ms"
+                      f"{noisy} (onnxruntime, {e['device']}{budget})")
+            else:  # a table of another device: nothing of this host is recorded under its name
+                print(f"latency: predicted {e['predicted_latency_ms']:.4f} ms (device {e['device']}, not this host: "
+                      f"not measured{budget})")
         print(f"wrote {args.out}/arch.json; retrain it with: hwnas train {args.out}/arch.json")
     return 0

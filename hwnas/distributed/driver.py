@@ -1,6 +1,7 @@
 """The Ray driver: one actor per unfinished shard, a progress line per shard, the Pareto front merged as
 shards finish. Finished shards are read back from their folders, so rerunning (``--resume``) after the
-driver died only runs what is left."""
+driver died only runs what is left. Once no shard trains any more, the driver times the candidates that
+lack a measurement (``search.sweep.measure_candidates``) on its own machine, one at a time."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ..run import (
     write_front,
 )
 from ..search.pareto import Candidate
-from ..search.sweep import ShardSpec, SweepResult, open_sweep
+from ..search.sweep import ShardSpec, SweepResult, measure_candidates, open_sweep
 from .actor import ShardActor
 from .cluster import check_feasible, ray_session
 from .storage import Storage
@@ -77,10 +78,16 @@ def _run(specs: list[ShardSpec], run: Path, ray_cfg: RayConfig, storage: Storage
                 print(where, flush=True)
             check_feasible(ray_cfg)
             failures = _drive(todo, run, ray_cfg, cands, progress)
-    result = SweepResult(run, [cands[s.key] for s in specs if s.key in cands], write_front(run, list(cands.values())))
     if storage is not None:  # RUN_DIR gets a copy of every shard folder (report, export) and the URI the front
         for s in specs:
             storage.pull(s.key, RunFolder(run).shard(s.key).path)
+    # the measurement phase: every shard has stopped training; candidates are timed here, on the driver's
+    # machine, one at a time (only when the table is this host's); measured shards are uploaded again
+    push = (lambda key, folder: storage.push(folder, key)) if storage is not None else None
+    measure_candidates(run, specs[0].cfg, [cands[s.key] for s in specs if s.key in cands], progress=progress,
+                       on_shard=push)
+    result = SweepResult(run, [cands[s.key] for s in specs if s.key in cands], write_front(run, list(cands.values())))
+    if storage is not None:
         for name in (CONFIG, CANDIDATES, PARETO, RUN_RECORD):
             storage.write_text(name, (run / name).read_text())
     if failures:
@@ -152,8 +159,8 @@ def _finish(r: _Running, run: Path, cands: dict[str, Candidate], failures: dict[
     cands[r.spec.key] = cand
     write_front(run, list(cands.values()))
     r.bar.n = r.bar.total
-    meas = cand.get("measured_latency_ms")
-    lat = f", {meas:.4f} ms" if meas is not None else ""
+    pred = cand.get("predicted_latency_ms")  # shards only predict; the measurement phase follows
+    lat = f", predicted {pred:.4f} ms" if pred is not None else ""
     r.bar.set_postfix_str(f"done: acc {cand['accuracy']:.3f}{lat}, {cand['arch_id']}")
     r.bar.close()
     if r.bar.disable:

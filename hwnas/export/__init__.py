@@ -53,7 +53,10 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
         ort: also write ``model.ort`` and ``required_operators.config`` (ORT Mobile, reduced builds).
         int8: also write ``model.int8.onnx`` (static QDQ, calibrated on training images) and compare it.
         dynamic_batch: make the batch axis of ``x``/``y`` dynamic (default: fixed batch 1).
-        latency_table: table for the predicted latency (default: the shipped table matching this CPU).
+        latency_table: table for the predicted latency (default: the shipped table matching this CPU). A
+            table of another device (``calibrate.foreign_reasons``) gives the latency for that device
+            (``latency_source: "predicted"``, no ``measured_latency_ms``); this host's timing is then kept
+            apart under ``host_latency_ms`` and never compared with the prediction.
         protocol: timing protocol override (default: the table's protocol, else ``Protocol()``).
 
     Returns:
@@ -88,7 +91,9 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
             manifest = {"format": EXPORT_FORMAT, "version": 1, "run_dir": str(Path(run_dir).resolve()), "arch": "all",
                         "exports": [{"arch_id": m["arch_id"], "folder": m["arch_id"], "accuracy": m["accuracy"],
                                      "measured_latency_ms": m["measured_latency_ms"],
-                                     "predicted_latency_ms": m.get("predicted_latency_ms")} for m in exports]}
+                                     "predicted_latency_ms": m.get("predicted_latency_ms"),
+                                     "latency_source": m.get("latency_source"),
+                                     "latency_device": m.get("latency_device")} for m in exports]}
             write_json(tmp / "manifest.json", manifest)
             manifest = {**manifest, "exports": exports}
         else:
@@ -150,6 +155,28 @@ def _prediction(sel: Selected, latency_table: str | Path | None) -> tuple[Any, s
     return model, str(path), None
 
 
+def _foreign(lat_model: Any, proto: Protocol) -> list[str]:
+    """Why the table is not this host's (empty: this host is the table's device, or there is no table)."""
+    from ..latency.calibrate import foreign_reasons
+
+    return [] if lat_model is None else foreign_reasons(lat_model.table, proto.threads)
+
+
+def _foreign_latency(sel: Selected, lat_model: Any, table_path: str | None, device: str, why: list[str],
+                     result: Any, proto: Protocol) -> dict[str, Any]:
+    """Manifest fields for another device's table: the prediction for ``device`` is the latency; this host's
+    own timing only under ``host_latency_ms`` (with the host fingerprint), never compared with it."""
+    from ..latency.fingerprint import host_fingerprint
+
+    return {"latency_source": "predicted", "latency_device": device, "measured_latency_ms": None,
+            "predicted_latency_ms": lat_model.predict(sel.arch), "latency_table": table_path,
+            "latency_table_calibrated": lat_model.calibrated,
+            "latency_note": (f"predicted for {device} by its table; not measured: this host is not {device} "
+                             f"({why[0]}); its own timing is under host_latency_ms and is not compared"),
+            "host_latency_ms": result.median_ms,
+            "host_measurement": {**result.record(), "fingerprint": host_fingerprint(proto)}}
+
+
 def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort, int8, dynamic_batch,
                 latency_table, protocol) -> dict[str, Any]:
     import onnx
@@ -157,7 +184,7 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
     import torch
 
     from .. import __version__
-    from ..latency.measure import measure_onnx
+    from ..latency.quiet import measure_quietly
 
     space = sel.space
     module = load_module(sel, weights)
@@ -212,12 +239,22 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
         manifest["int8"] = {"file": q_path.name, **settings, "accuracy": _onnx.accuracy(q_logits, data.y_test),
                             "agreement_with_fp32": float((q_logits.argmax(1) == logits.argmax(1)).mean())}
         models.append(Model("int8", q_path.read_bytes(), shape1))
-    results = measure_onnx(models, proto)  # round-robin: fp32 and int8 timed side by side
-    measured = results[0].median_ms
-    manifest["measured_latency_ms"] = measured
-    manifest["measured_spread"] = results[0].spread
+    foreign = _foreign(lat_model, proto)
+    # the quiet path (one core, probe around the batch, remeasured or marked noisy); fp32 and int8 side by side
+    overhead = lat_model.table.overhead_ms if lat_model is not None and not foreign else None
+    results = measure_quietly(models, proto, probe_ms=overhead)
+    measured = results[0].median_ms  # on this host
     manifest["latency_protocol"] = proto.to_dict()
-    if lat_model is not None:
+    if foreign:  # another device's table: its prediction is the latency; this host's timing is kept apart
+        device = lat_model.table.device.get("name", "?")
+        manifest.update(_foreign_latency(sel, lat_model, table_path, device, foreign, results[0], proto))
+    else:
+        manifest["measured_latency_ms"] = measured
+        manifest["measured_spread"] = results[0].record()["spread"]
+        manifest["latency_source"] = "measured" if lat_model is not None else None
+        manifest["latency_device"] = lat_model.table.device.get("name") if lat_model is not None else None
+        manifest["measurement"] = results[0].record()
+    if lat_model is not None and not foreign:  # the table's own device: prediction and measurement compare
         predicted = lat_model.predict(sel.arch)
         gap = abs(measured - predicted) / predicted if predicted > 0 else float("inf")
         manifest.update(predicted_latency_ms=predicted, latency_table=table_path, latency_gap=gap,
@@ -228,14 +265,18 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
                    "or profile this device")
             manifest["latency_warning"] = msg
             warnings.warn(msg, LatencyGapWarning, stacklevel=3)
-    else:
+    elif lat_model is None:
         manifest["predicted_latency_ms"] = None
         manifest["latency_note"] = note
     if int8:
         q_ms = results[1].median_ms
         faster = q_ms < measured
-        manifest["int8"].update(measured_latency_ms=q_ms, speedup_vs_fp32=measured / q_ms if q_ms > 0 else None,
-                                faster_than_fp32=faster)
+        key = "host_latency_ms" if foreign else "measured_latency_ms"  # timed here, like fp32
+        manifest["int8"].update({key: q_ms, "speedup_vs_fp32": measured / q_ms if q_ms > 0 else None,
+                                 "faster_than_fp32": faster})
+        if foreign:
+            manifest["int8"]["timed_on"] = (f"this host, not {manifest['latency_device']}: the speed-up may "
+                                            "differ there")
         if not faster:
             manifest["int8"]["note"] = (f"int8 is not faster than fp32 on this CPU ({q_ms:.4f} ms vs "
                                         f"{measured:.4f} ms); deploy model.onnx here")

@@ -33,6 +33,32 @@ from .table import LatencyTable, check_calibration, load_table, now, save_table
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e4)
 
 
+def foreign_reasons(table: LatencyTable, threads: int = 1) -> list[str]:
+    """Why ``table`` was not measured on this host with ``threads`` (``fingerprint.mismatches``; empty: it
+    was, so this host may time models for it)."""
+    from .fingerprint import mismatches
+
+    return list(mismatches(table, threads))
+
+
+def devicekit_fix(space: str, device: str) -> str:
+    """How to time models on another device: the device kit (see ``hwnas devicekit --help``)."""
+    return (f"time it on that device with the device kit: `hwnas devicekit export --space {space} kit/`, run "
+            f"kit/run_kit.py there, then `hwnas devicekit import kit/results.json --device {device}` "
+            "(see `hwnas devicekit --help`)")
+
+
+def refuse_foreign(table: LatencyTable, path: str | Path, action: str, threads: int = 1) -> None:
+    """Raise ``HwnasError`` (one line) when ``table`` belongs to another device than this host: ``action``
+    (calibrate, validate) would time this host's models against it."""
+    why = foreign_reasons(table, threads)
+    if why:
+        device = table.device.get("name", "?")
+        raise HwnasError(f"{action} refused: latency table {path} is of device {device!r}, not this host "
+                         f"({why[0]}); this host's timings say nothing about {device!r}, so nothing was "
+                         f"measured or written; {devicekit_fix(table.space, device)}")
+
+
 def sample_archs(space: SearchSpace, n: int, rng: random.Random, exclude: Sequence[str] = ()) -> list[Arch]:
     """``n`` random archs, distinct while the space (minus ``exclude`` ids) allows, then with repeats."""
     excluded, seen, out = set(exclude), set(), []
@@ -117,11 +143,14 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured: Sequen
             errs.append(abs(coef[0] + x[i] @ coef[1:] - r[i]) / y[i])
         return 100 * float(np.mean(errs))
 
-    scores = {lam: loo(lam) for lam in lambdas}
-    best = min(scores, key=lambda k: (scores[k], -k))  # ties: the stronger pull towards the prior
-    coef = _solve(x, r, w, prior, best)
-    pred = coef[0] + x @ coef[1:] + const
     n = len(names)
+    # only ridge strengths whose fit keeps every per-unit scale > 0 (a scale <= 0 predicts a unit as free or
+    # negative; few or noisy samples can fit one); the offset-only fit (scales 1) is always there
+    fits = {lam: _solve(x, r, w, prior, lam) for lam in (*lambdas, 1e12)}
+    scores = {lam: loo(lam) for lam, c in fits.items() if float(np.min(c[1:n + 1], initial=1.0)) > 0}
+    best = min(scores, key=lambda k: (scores[k], -k))  # ties: the stronger pull towards the prior
+    coef = fits[best]
+    pred = coef[0] + x @ coef[1:] + const
     return {"c0": float(coef[0]), "scales": {k: float(v) for k, v in zip(names, coef[1:n + 1], strict=True)},
             "boundary": {k: float(v) for k, v in zip(names, coef[n + 1:], strict=True)},
             "ridge": best, "loo_mape": scores[best], "train_mape": 100 * float(np.mean(np.abs(pred - y) / y)),
@@ -146,10 +175,13 @@ def calibrate_table(path: str | Path, samples: int = 64, seed: int = 0, protocol
 
     Raises:
         TableError: the table is missing, corrupted, incomplete or of another space (nothing is written).
+        HwnasError: the table is another device's (``foreign_reasons``): nothing is measured or written.
     """
-    table: LatencyTable = load_table(path, space, calibration=False)  # the old block (if any) is replaced
+    # the old block (if any) is replaced; refuse_foreign below checks the host more strictly than a warning
+    table: LatencyTable = load_table(path, space, check_host=False, calibration=False)
     space = space or get_space(table.space)
     protocol = protocol or Protocol.from_dict(table.protocol)
+    refuse_foreign(table, path, "calibrate", protocol.threads)  # never this host's timings in another's table
     archs = sample_archs(space, samples, random.Random(seed))
     measured = measure_archs(space, archs, protocol, batch, progress, desc=f"calibrate {space.name}")
     block = fit_calibration(LatencyModel(space, table, calibrated=False), archs, measured)

@@ -13,8 +13,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..space import SearchSpace
+from .fingerprint import mismatches
 from .measure import Passthrough, measure_onnx, to_model
-from .protocol import Protocol, cpu_model, isa_flags
+from .protocol import Protocol
 from .table import Entry, LatencyTable, TableError, read_table, save_table, space_hash, unit_keys
 
 
@@ -27,8 +28,9 @@ def _resume(path: Path, space: SearchSpace, device: str, protocol: Protocol) -> 
                          f"{space.name!r} (hash {space_hash(space)}); {again}")
     if table.device.get("name") != device:
         raise TableError(f"{path} was measured as device {table.device.get('name')!r}, not {device!r}; {again}")
-    if table.device.get("cpu_model") != cpu_model() or sorted(table.device.get("isa", [])) != isa_flags():
-        raise TableError(f"{path} was measured on another CPU ({table.device.get('cpu_model')}); {again}")
+    why = mismatches(table, protocol.threads)
+    if why:
+        raise TableError(f"{path} was measured on another host ({why[0]}); {again}")
     if Protocol.from_dict(table.protocol).to_dict() != protocol.to_dict():
         raise TableError(f"{path} was measured with protocol {Protocol.from_dict(table.protocol)}, this run "
                          f"asks for {protocol}; rerun with the same --runs/--trials/--threads or {again}")

@@ -177,9 +177,41 @@ def isa_flags() -> list[str]:
     return sorted(flags & ISA_FLAGS)
 
 
+def _size_bytes(text: str) -> int | None:
+    text = text.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if text[-1:] in "KMG" else text
+    return int(digits) * mult if digits.isdigit() else None
+
+
+def cache_sizes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> dict[str, int]:
+    """Data/unified cache sizes of CPU 0 in bytes, e.g. ``{"L1d": 32768, "L2": 1048576, "L3": 33554432}``.
+
+    Read from ``<root>/index*/{level,type,size}``; empty when unreadable (macOS, some containers, phones).
+    """
+    out: dict[str, int] = {}
+    try:
+        names = sorted(n for n in os.listdir(root) if n.startswith("index"))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            vals = {}
+            for key in ("level", "type", "size"):
+                with open(os.path.join(root, name, key)) as f:
+                    vals[key] = f.read().strip()
+        except OSError:
+            continue
+        size = _size_bytes(vals["size"])
+        if vals["type"] == "Instruction" or size is None:
+            continue
+        out[f"L{vals['level']}" + ("d" if vals["type"] == "Data" else "")] = size
+    return out
+
+
 def host_info(protocol: Protocol) -> dict:
     """Provenance of this machine and runtime for a table or a kit results file."""
-    return {"cpu_model": cpu_model(), "isa": isa_flags(), "machine": platform.machine(),
+    return {"cpu_model": cpu_model(), "isa": isa_flags(), "cache": cache_sizes(), "machine": platform.machine(),
             "system": platform.system(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "onnxruntime": ort.__version__, "provider": protocol.provider,
             "threads": protocol.threads, "opt_level": protocol.opt_level}

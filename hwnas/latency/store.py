@@ -2,7 +2,8 @@
 
 Tables are looked up, in order, under ``$HWNAS_LATENCY_TABLES`` (``os.pathsep``-separated folders),
 ``./latency_tables`` and the ``latency_tables/`` folder next to the hwnas package (the shipped ones).
-Lookups read local files only; they never touch the network.
+Lookups read local files only; they never touch the network. A table is used for this machine only when
+it is complete, its host fingerprint matches and a quick probe (``fingerprint.probe``) agrees with it.
 """
 
 from __future__ import annotations
@@ -10,10 +11,23 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-from .protocol import cpu_model, isa_flags
-from .table import TableError, read_table
+from ..errors import HwnasError
+from ..space import SearchSpace, get_space
+from .fingerprint import TOLERANCE, ProbeResult, mismatches, probe
+from .protocol import Protocol, cpu_model
+from .table import (
+    LatencyTable,
+    TableError,
+    TableWarning,
+    check_complete,
+    profile_command,
+    read_table,
+    space_hash,
+    unit_keys,
+)
 
 TABLES_DIR = "latency_tables"
 
@@ -43,35 +57,130 @@ def table_roots() -> list[Path]:
     return out
 
 
-def find_table(space_name: str, threads: int = 1, roots: list[Path] | None = None) -> Path | None:
-    """A table for ``space_name`` measured on this kind of machine, or None.
+@dataclass(frozen=True)
+class Assessment:
+    """Whether the table at ``path`` is this machine's, complete and probe-tested for a space.
 
-    A table matches when its CPU model, ISA flags and thread count equal this machine's (and ``threads``).
-    The device folder named ``device_slug(threads)`` is tried first, then every other device folder.
+    ``status``: ``ok``; ``unreadable``; ``other-space`` (another space, not a problem); ``space-version``
+    (measured for another version of the space); ``foreign`` (``fingerprint.mismatches`` not empty);
+    ``incomplete`` (this host's, missing units: ``hwnas profile`` resumes it); ``probe-failed``.
+    ``reason``: one line saying why (empty when ok); ``probe``: the ``ProbeResult`` when one ran.
+    """
+
+    path: Path
+    status: str
+    reason: str = ""
+    table: LatencyTable | None = None
+    probe: ProbeResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def assess_table(path: str | Path, space: SearchSpace, threads: int = 1, *, tolerance: float = TOLERANCE,
+                 probe_protocol: Protocol | None = None) -> Assessment:
+    """Check the table at ``path`` for ``space`` on this host: readable, same space version, fingerprint
+    (``mismatches``), complete (``check_complete``), then ``probe`` (only when everything else holds)."""
+    path = Path(path)
+    try:
+        table = read_table(path)
+    except TableError as err:
+        return Assessment(path, "unreadable", str(err))
+    if table.space != space.name:
+        return Assessment(path, "other-space", f"it is a table of space {table.space!r}", table)
+    if table.space_hash != space_hash(space):
+        return Assessment(path, "space-version", f"it was measured for another version of space {space.name!r} "
+                          f"(hash {table.space_hash} != {space_hash(space)})", table)
+    why = mismatches(table, threads)
+    if why:
+        return Assessment(path, "foreign", f"not this machine's: {'; '.join(why)}", table)
+    try:
+        check_complete(table, space, path)
+    except TableError:
+        left = len(table.missing(space)) if table.overhead_ms is not None else None
+        what = "no Identity overhead yet" if left is None else f"{left} of {len(unit_keys(space))} units missing"
+        return Assessment(path, "incomplete", f"incomplete ({what})", table)
+    result = probe(table, space, probe_protocol, tolerance=tolerance, path=path)
+    if not result.passed:
+        return Assessment(path, "probe-failed", f"its predictions are off on this machine: {result.summary()}",
+                          table, result)
+    return Assessment(path, "ok", "", table, result)
+
+
+def fix_command(found: Assessment, space_name: str, threads: int = 1) -> str:
+    """The command that gives this machine a good table instead of ``found``: resume an incomplete table of
+    this host, else profile into a new device folder (never over another device's table)."""
+    if found.status == "incomplete" and found.table is not None:
+        return profile_command(space_name, found.table.device["name"], found.path)
+    device = free_device(space_name, device_slug(threads), taken=[found.path])
+    return profile_command(space_name, device, default_table_path(space_name, device))
+
+
+def free_device(space_name: str, base: str, root: str | Path = TABLES_DIR, taken: list[Path] = ()) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first device name whose table path under ``root`` holds
+    no file (and is none of ``taken``), so a new profile never overwrites another table."""
+    taken_set = {Path(t).resolve() for t in taken}
+    for n in range(1, 1000):
+        name = base if n == 1 else f"{base}-{n}"
+        path = default_table_path(space_name, name, root)
+        if not path.exists() and path.resolve() not in taken_set:
+            return name
+    raise HwnasError(f"no free device name {base}-N under {root}; pass --device and --out")
+
+
+def table_paths(space_name: str, threads: int = 1, roots: list[Path] | None = None) -> list[Path]:
+    """Every ``<root>/<device>/<space>.json`` in the order ``find_table`` tries them: per root, the device
+    folder ``device_slug(threads)`` first, then the others by name."""
+    preferred, out = device_slug(threads), []
+    for root in roots if roots is not None else table_roots():
+        if not root.is_dir():
+            continue
+        for dev in sorted(root.iterdir(), key=lambda d: (d.name != preferred, d.name)):
+            if (dev / f"{space_name}.json").is_file():
+                out.append(dev / f"{space_name}.json")
+    return out
+
+
+def assess_tables(space_name: str, threads: int = 1, roots: list[Path] | None = None, *, first: bool = False,
+                  tolerance: float = TOLERANCE, probe_protocol: Protocol | None = None) -> list[Assessment]:
+    """``assess_table`` of every ``table_paths`` entry (tables of other spaces left out), in order; with
+    ``first`` stop after the first good one."""
+    space = get_space(space_name)
+    out = []
+    for path in table_paths(space_name, threads, roots):
+        found = assess_table(path, space, threads, tolerance=tolerance, probe_protocol=probe_protocol)
+        if found.status != "other-space":
+            out.append(found)
+        if first and found.ok:
+            break
+    return out
+
+
+def find_table(space_name: str, threads: int = 1, roots: list[Path] | None = None, *,
+               tolerance: float = TOLERANCE, probe_protocol: Protocol | None = None) -> Path | None:
+    """A table for ``space_name`` measured on this machine, complete and passing the probe; or None.
+
+    Tried in ``table_paths`` order. A table is chosen only when its fingerprint matches this host with
+    ``threads`` (``fingerprint.mismatches`` empty), it is complete for the space and its ``probe`` passes
+    (three reference networks measured end to end within ``tolerance`` of its prediction, a few seconds,
+    done once per process and table file). Every table skipped on the way gets a ``TableWarning`` naming
+    the reason and the ``hwnas profile`` command that fixes it.
 
     Args:
         space_name: registered space name.
         threads: thread count the predictions will be used with.
         roots: folders to search (default ``table_roots()``).
+        tolerance: the probe's tolerance (share of the prediction).
+        probe_protocol: the probe's timing knobs (default: the table's protocol with few runs).
 
     Returns:
-        Path of the first matching table, or None when there is none.
+        Path of the first good table, or None when there is none.
     """
-    model, isa, preferred = cpu_model(), isa_flags(), device_slug(threads)
-    for root in roots if roots is not None else table_roots():
-        if not root.is_dir():
-            continue
-        devices = sorted(root.iterdir(), key=lambda d: (d.name != preferred, d.name))
-        for dev in devices:
-            path = dev / f"{space_name}.json"
-            if not path.is_file():
-                continue
-            try:
-                table = read_table(path)
-            except TableError as err:
-                warnings.warn(f"skipping unreadable latency table: {err}", stacklevel=2)
-                continue
-            if (table.space == space_name and table.device.get("cpu_model") == model
-                    and sorted(table.device.get("isa", [])) == isa and table.protocol.get("threads") == threads):
-                return path
+    for found in assess_tables(space_name, threads, roots, first=True, tolerance=tolerance,
+                               probe_protocol=probe_protocol):
+        if found.ok:
+            return found.path
+        warnings.warn(f"skipping latency table {found.path}: {found.reason}; give this machine its own table "
+                      f"with `{fix_command(found, space_name, threads)}`", TableWarning, stacklevel=2)
     return None

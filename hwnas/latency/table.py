@@ -28,8 +28,8 @@ from typing import Any
 
 from ..errors import HwnasError
 from ..space import SearchSpace, get_space
-from .protocol import ISA_FLAGS, ProtocolError, host_info, isa_flags
 from .protocol import Protocol as _Protocol
+from .protocol import ProtocolError, host_info
 
 SCHEMA = "hwnas-latency-table/1"
 
@@ -255,22 +255,6 @@ def read_table(path: str | Path, *, calibration: bool = True) -> LatencyTable:
     return LatencyTable.from_json(obj, where=f"latency table {p}", path=p)
 
 
-def host_mismatches(table: LatencyTable, threads: int = 1) -> list[str]:
-    """Reasons why ``table`` may not describe this machine (empty when it matches)."""
-    import onnxruntime as ort
-
-    out = []
-    t_threads = table.protocol.get("threads")
-    if t_threads != threads:
-        out.append(f"measured with {t_threads} thread(s), used with {threads}")
-    if table.device.get("onnxruntime") != ort.__version__:
-        out.append(f"measured with onnxruntime {table.device.get('onnxruntime')}, this machine has {ort.__version__}")
-    here = isa_flags()
-    if sorted(set(table.device.get("isa", [])) & ISA_FLAGS) != here:
-        out.append(f"measured on ISA {table.device.get('isa')}, this machine has {here}")
-    return out
-
-
 def check_complete(table: LatencyTable, space: SearchSpace, path: str | Path = "<table>") -> None:
     """Raise ``TableError`` naming the first missing unit key and the command that measures it."""
     if table.overhead_ms is None:
@@ -292,7 +276,8 @@ def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: 
         space: the space it must describe (default: the registered space the table names).
         complete: require an entry for every unit key of the space.
         threads: the thread count the predictions will be used with.
-        check_host: warn (``TableWarning``) when threads, onnxruntime version or ISA differ from this machine.
+        check_host: warn (``TableWarning``) for each ``fingerprint.mismatches`` of the table (CPU, ISA, caches,
+            cores, onnxruntime version, threads, ...).
         calibration: False drops the calibration block unread (see ``read_table``).
 
     Returns:
@@ -316,7 +301,9 @@ def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: 
     if complete:
         check_complete(table, space, path)
     if check_host:
-        for why in host_mismatches(table, threads):
+        from .fingerprint import mismatches
+
+        for why in mismatches(table, threads):
             warnings.warn(f"latency table {path} may not describe this machine: {why}", TableWarning,
                           stacklevel=2)
     return table

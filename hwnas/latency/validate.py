@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import HwnasError
 from ..space import Arch, get_space
-from .calibrate import measure_archs, sample_archs
+from .calibrate import measure_archs, refuse_foreign, sample_archs
 from .model import LatencyModel
 from .protocol import Protocol
 from .table import load_table, now
@@ -108,15 +108,17 @@ def validate_table(path: str | Path, samples: int = 200, seed: int = 1, protocol
         "table", "device", "n_unique", "seed", "archs": [{arch_id, measured_ms, predicted_ms, additive_ms}]}``.
 
     Raises:
-        TableError: bad table. HwnasError: ``seed`` equals the calibration seed.
+        TableError: bad table. HwnasError: ``seed`` equals the calibration seed; the table is another
+            device's (nothing is measured).
     """
-    table = load_table(path)
+    table = load_table(path, check_host=False)  # refuse_foreign below is stricter than the host warning
     space = get_space(table.space)
     cal = table.calibration or {}
     if cal and cal.get("seed") == seed:
         raise HwnasError(f"validation seed {seed} equals the calibration seed; pass another --seed so the "
                          "archs are held out")
     protocol = protocol or Protocol.from_dict(table.protocol)
+    refuse_foreign(table, path, "validate", protocol.threads)  # this host's timings say nothing of another device
     model, plain = LatencyModel(space, table), LatencyModel(space, table, calibrated=False)
     archs = validation_archs(model, samples, seed, cal.get("arch_ids", ()))
     meas = measure(space, archs, protocol, batch, progress, desc=f"validate {space.name}")

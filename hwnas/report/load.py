@@ -12,7 +12,6 @@ every later step handles both kinds the same way.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ..run import (
     read_front,
     read_jsonl,
 )
-from ..search.pareto import Candidate, latency_of, pareto_front
+from ..search.pareto import Candidate, pareto_front
 
 SINGLE_FILES = ("config.yaml", "history.jsonl", "arch.json")
 SWEEP_FILES = ("config.yaml", "candidates.jsonl", "pareto.json", "shards/")
@@ -84,6 +83,17 @@ class Run:
         """Candidates that have a latency (measured or predicted)."""
         return [c for c in self.candidates if latency_ms(c) is not None]
 
+    @property
+    def device(self) -> str | None:
+        """The latency table's device (candidates' ``latency_device``, else arch.json's ``device``), or None."""
+        for c in self.candidates:
+            if c.get("latency_device"):
+                return str(c["latency_device"])
+        for s in self.shards:
+            if s.arch.get("latency_device") or s.arch.get("device"):
+                return str(s.arch.get("latency_device") or s.arch["device"])
+        return None
+
     def best_shard(self) -> Shard | None:
         """The shard of the most accurate front entry (else of the most accurate candidate, else the first)."""
         pool = self.front or self.candidates
@@ -95,16 +105,64 @@ class Run:
         return self.shards[0] if self.shards else None
 
 
+def latency_source(c: Candidate) -> str | None:
+    """Where the latency ``latency_ms(c)`` gives comes from: ``"measured"`` (timed on the table's own device),
+    ``"predicted"`` (the table's prediction; e.g. the table is another device's) or None (no latency).
+
+    A run written before ``latency_source`` existed: a measured value counts as measured on the recorded device.
+    """
+    if c.get("latency_source") != "predicted" and c.get("measured_latency_ms") is not None:
+        return "measured"
+    return "predicted" if c.get("predicted_latency_ms") is not None else None
+
+
+def latency_device(c: Candidate, default: str | None = None) -> str | None:
+    """The device the candidate's latency belongs to (the table's device), else ``default``."""
+    return c.get("latency_device") or default
+
+
+def measurement(c: Candidate) -> dict[str, Any]:
+    """The candidate's measurement record (``host``, ``median_ms``, ``spread``, ``noisy``, ...), or {}."""
+    m = c.get("measurement")
+    return m if isinstance(m, dict) else {}
+
+
+def is_noisy(c: Candidate) -> bool:
+    """Whether the candidate's measured latency could not be made quiet (marked ``noisy``)."""
+    return latency_source(c) == "measured" and bool(measurement(c).get("noisy"))
+
+
+def source_label(c: Candidate, default_device: str | None = None) -> str:
+    """``measured (device X)``, ``predicted (device X)`` (plus ``, noisy ±S%``), or ``-`` without a latency."""
+    src = latency_source(c)
+    if src is None:
+        return "-"
+    device = latency_device(c, default_device)
+    label = f"{src} (device {device})" if device else src
+    if is_noisy(c):
+        spread = measurement(c).get("spread")
+        label += ", noisy" + (f" ±{float(spread):.1%}" if spread is not None else "")
+    return label
+
+
 def latency_ms(c: Candidate) -> float | None:
-    """Measured latency when known, else predicted, else None (for plots and tables)."""
-    t = latency_of(c)
-    return None if math.isinf(t) else t
+    """Measured latency when measured on the table's device, else predicted, else None (plots and tables)."""
+    src = latency_source(c)
+    return None if src is None else float(c[f"{src}_latency_ms"])
 
 
-def prediction_errors(cands: list[Candidate]) -> list[float]:
-    """``|predicted - measured| / measured`` of every candidate that has both latencies."""
+def measured_on(cands: list[Candidate], device: str | None) -> list[Candidate]:
+    """Candidates measured on ``device`` (the table's device) that also have a prediction: the only ones whose
+    prediction and measurement may be compared. ``device`` None: every measured candidate (older runs)."""
+    return [c for c in cands if latency_source(c) == "measured" and c.get("predicted_latency_ms") is not None
+            and float(c["measured_latency_ms"]) > 0
+            and (device is None or latency_device(c, device) == device)]
+
+
+def prediction_errors(cands: list[Candidate], device: str | None = None) -> list[float]:
+    """``|predicted - measured| / measured`` of every candidate measured on ``device`` (``measured_on``)."""
     return [abs(float(c["predicted_latency_ms"]) - float(c["measured_latency_ms"])) / float(c["measured_latency_ms"])
-            for c in cands if c.get("predicted_latency_ms") is not None and c.get("measured_latency_ms")]
+            for c in measured_on(cands, device)]
 
 
 def not_a_run(path: Path, why: str) -> HwnasError:
@@ -126,6 +184,7 @@ def _candidate_from_arch(key: str, arch: dict[str, Any], cfg: dict[str, Any]) ->
             "accuracy_kind": "validation accuracy with the supernet's weights (no fine-tune)",
             "predicted_latency_ms": arch.get("predicted_latency_ms"),
             "measured_latency_ms": arch.get("measured_latency_ms"),
+            **{k: arch[k] for k in ("latency_source", "latency_device", "measurement") if k in arch},
             "target_latency_ms": arch.get("target_latency_ms", cfg.get("target_ms")), "shard": key,
             "seed": cfg.get("seed"), "relaxation": cfg.get("relaxation"),
             "supernet_val_accuracy": arch.get("supernet_val_accuracy"),

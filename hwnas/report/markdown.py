@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .load import Run, Shard, latency_ms, prediction_errors
+from .load import Run, Shard, is_noisy, latency_ms, latency_source, prediction_errors, source_label
 from .plots import FIGURE_NAMES, Figures
 
 DECIDED = 0.9  # a label is decided when its most probable value holds at least this probability
@@ -18,7 +18,8 @@ CAPTIONS = {
               "the latency budgets (red dashed).",
     "probs": "How each label's choice probabilities moved over the epochs (stacked bands sum to 1).",
     "latency": "E[T], the derived arch's predicted latency, the budget and λ over the epochs, per shard.",
-    "predicted_vs_measured": "The latency table's prediction against the onnxruntime measurement, "
+    "predicted_vs_measured": "The latency table's prediction against the onnxruntime measurement on the "
+                             "table's own device (only candidates measured there; crosses = noisy), "
                              "with y = x and a ±5% band.",
 }
 
@@ -57,9 +58,11 @@ def summary(run: Run) -> str:
             ("seeds", ", ".join(str(s) for s in c.get("seeds", [c.get("seed", 0)])))]
     if run.kind == "sweep":
         rows.append(("fine-tune per shard", f"{c.get('fine_tune_epochs', '?')} epoch(s)"))
-    device = next((s.arch.get("device") for s in run.shards if s.arch.get("device")), None)
+    device = run.device
     if device:
         rows.append(("latency device", f"{device} (onnxruntime, batch 1)"))
+    if run.with_latency:
+        rows.append(("latency source", _sources(run, device)))
     if run.candidates:
         rows.append(("accuracy", run.candidates[0].get("accuracy_kind") or "validation accuracy"))
     if (c.get("shards_per_target") or 1) > 1:
@@ -80,15 +83,20 @@ def pareto_table(run: Run) -> str:
         why = ("no candidate has a latency (the search ran without a latency table)" if run.candidates
                else "no search has finished yet")
         return f"{head}\nNo front: {why}.\n"
-    rows = ["| shard | arch id | accuracy (%) | predicted (ms) | measured (ms) | budget (ms) | arch |",
-            "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    rows = ["| shard | arch id | accuracy (%) | predicted (ms) | measured (ms) | latency source | budget (ms) | arch |",
+            "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |"]
     for c in sorted(run.front, key=lambda c: latency_ms(c) or 0.0):
+        meas = c.get("measured_latency_ms") if latency_source(c) == "measured" else None
         rows.append(f"| {c.get('shard', '')} | `{c.get('arch_id', '?')}` | {_pct(c.get('accuracy'))} | "
-                    f"{_num(c.get('predicted_latency_ms'))} | {_num(c.get('measured_latency_ms'))} | "
+                    f"{_num(c.get('predicted_latency_ms'))} | {_num(meas)} | {source_label(c, run.device)} | "
                     f"{_num(c.get('target_latency_ms'))} | `{_arch(c.get('arch') or {})}` |")
     n = len(run.with_latency)
+    noisy = sum(is_noisy(c) for c in run.front)
+    note = (f" {noisy} front entr{'y' if noisy == 1 else 'ies'} marked noisy: the measurement could not be made "
+            "quiet (its trials disagree by the spread shown)." if noisy else "")
     return f"{head}\n{len(run.front)} of {n} candidate(s) are on the front (no other is both more accurate and " \
-           "faster; latency = measured when known).\n\n" + "\n".join(rows) + "\n"
+           "faster; latency = measured on the table's device when it was, else the table's prediction; the " \
+           f"latency source column says which).{note}\n\n" + "\n".join(rows) + "\n"
 
 
 # ---- figures -----------------------------------------------------------------------------------------
@@ -238,13 +246,14 @@ def front_trend(run: Run) -> list[str]:
         a, b = front[0], front[-1]
         out.append(f"Across the front, accuracy rises from {_pct(a['accuracy'])}% at {_num(latency_ms(a))} ms "
                    f"(`{a['arch_id']}`) to {_pct(b['accuracy'])}% at {_num(latency_ms(b))} ms (`{b['arch_id']}`).")
-    errs = prediction_errors(run.candidates)
+    errs = prediction_errors(run.candidates, run.device)
     if errs:
         inside = sum(e <= 0.05 for e in errs)
         out.append(f"Latency prediction error (|predicted - measured| / measured): median {statistics.median(errs):.1%}, "
                    f"max {max(errs):.1%}; {inside} of {len(errs)} candidate(s) within ±5%.")
     elif run.candidates:
-        out.append("No candidate has both a predicted and a measured latency, so there is no prediction error.")
+        out.append("No candidate was both predicted and measured on the table's device, so there is no "
+                   "prediction error.")
     return out
 
 
@@ -276,6 +285,23 @@ def _num(v: Any) -> str:
 
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.1f}"
+
+
+def _sources(run: Run, device: str | None) -> str:
+    """Where the run's latencies come from, in words (counts of measured / predicted / noisy candidates)."""
+    cands = run.with_latency
+    meas = [c for c in cands if latency_source(c) == "measured"]
+    pred = len(cands) - len(meas)
+    on = f" on {device}" if device else ""
+    parts = []
+    if meas:
+        noisy = sum(is_noisy(c) for c in meas)
+        parts.append(f"{len(meas)} measured{on} (onnxruntime)" + (f", {noisy} of them noisy" if noisy else ""))
+    if pred:
+        why = (f" (not measured: this host is not {device})"
+               if device and any(c.get("latency_source") == "predicted" for c in cands) else "")
+        parts.append(f"{pred} predicted{on} by the latency table{why}")
+    return "; ".join(parts)
 
 
 def _ray(ray: dict[str, Any]) -> str:

@@ -28,7 +28,16 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from .load import Run, Shard, latency_ms, prediction_errors  # noqa: E402
+from .load import (  # noqa: E402
+    Run,
+    Shard,
+    is_noisy,
+    latency_ms,
+    latency_source,
+    measured_on,
+    measurement,
+    prediction_errors,
+)
 
 DPI = 120
 FRONT, GREY, BUDGET = "tab:blue", "0.6", "tab:red"
@@ -83,15 +92,12 @@ def plot_pareto(run: Run, path: Path) -> Path:
                               if c.get("target_latency_ms") is not None}))
     ax.margins(x=0.08, y=0.12)
     _annotate_ids(ax, front, xs, ys)
-    predicted_only = any(c.get("measured_latency_ms") is None for c in cands)
+    device = _device(run)
+    predicted_only = any(latency_source(c) == "predicted" for c in cands)
     if predicted_only:
         ax.scatter([], [], facecolors="none", edgecolors="k", label="hollow: predicted only (not measured)")
-    device = _device(run)
-    if all(c.get("measured_latency_ms") is None for c in cands):
-        ax.set_xlabel("predicted latency (ms, latency table; nothing was measured)")
-    else:
-        ax.set_xlabel(f"measured latency (ms, onnxruntime{', ' + device if device else ''}, batch 1)"
-                      + ("; hollow = predicted" if predicted_only else ""))
+    _mark_noisy(ax, cands)
+    ax.set_xlabel(axis_label(cands, device))
     ax.set_ylabel("accuracy (%)")
     kind = (run.candidates[0].get("accuracy_kind") if run.candidates else None) or "accuracy"
     head = (f"Accuracy vs latency: {len(cands)} candidates, {len(front)} on the Pareto front" if run.kind == "sweep"
@@ -102,10 +108,42 @@ def plot_pareto(run: Run, path: Path) -> Path:
     return save(fig, path)
 
 
+def axis_label(cands: list[dict[str, Any]], device: str | None) -> str:
+    """``measured latency on HOST (ms)`` / ``predicted latency on DEVICE (ms)`` (both when mixed)."""
+    sources = {latency_source(c) for c in cands} - {None}
+    on = f" on {device}" if device else ""
+    if sources == {"predicted"}:
+        foreign = device and any(c.get("latency_source") == "predicted" for c in cands)
+        return (f"predicted latency{on} (ms)" + (f"; not measured: this host is not {device}" if foreign
+                                                 else ", latency table; nothing was measured"))
+    label = f"measured latency on {device or _host(cands)} (ms, onnxruntime, batch 1)"
+    return label + (f"; hollow = predicted{on}" if "predicted" in sources else "")
+
+
+def _host(cands: list[dict[str, Any]]) -> str:
+    """The host a measurement names (its CPU model), else ``this host``."""
+    for c in cands:
+        host = measurement(c).get("host")
+        if isinstance(host, dict) and host.get("cpu_model"):
+            return str(host["cpu_model"])
+        if isinstance(host, str) and host:
+            return host
+    return "this host"
+
+
+def _mark_noisy(ax: Axes, cands: list[dict[str, Any]], x: str | None = None) -> None:
+    """A black cross over each candidate whose measurement is marked noisy (trials disagree)."""
+    noisy = [c for c in cands if is_noisy(c)]
+    if noisy:
+        xs = [float(c[x]) if x else latency_ms(c) for c in noisy]
+        ys = [float(c["measured_latency_ms"]) if x else 100 * c["accuracy"] for c in noisy]
+        ax.scatter(xs, ys, marker="x", color="k", s=40, zorder=5, label=f"noisy measurement ({len(noisy)})")
+
+
 def _scatter(ax: Axes, cands: list[dict[str, Any]], color: str, size: float, label: str, zorder: int = 2) -> None:
     """Filled markers for measured latencies, hollow ones for predicted-only."""
-    meas = [c for c in cands if c.get("measured_latency_ms") is not None]
-    pred = [c for c in cands if c.get("measured_latency_ms") is None]
+    meas = [c for c in cands if latency_source(c) == "measured"]
+    pred = [c for c in cands if latency_source(c) != "measured"]
     ax.scatter([latency_ms(c) for c in meas], [100 * c["accuracy"] for c in meas], s=size, color=color,
                zorder=zorder, label=label if meas or not pred else None)
     if pred:
@@ -133,10 +171,7 @@ def _annotate_ids(ax: Axes, front: list[dict[str, Any]], xs: list[float], ys: li
 
 
 def _device(run: Run) -> str | None:
-    for s in run.shards:
-        if s.arch.get("device"):
-            return str(s.arch["device"])
-    return None
+    return run.device
 
 
 # ---- probs.png ---------------------------------------------------------------------------------------
@@ -209,7 +244,8 @@ def _latency_panel(ax: Axes, s: Shard) -> None:
     pred = [(e, r["predicted_latency_ms"]) for e, r in zip(x, hist, strict=True) if r.get("predicted_latency_ms") is not None]
     if pred:
         ax.plot([e for e, _ in pred], [v for _, v in pred], color=PRED, marker="s", ls="--")
-    meas = (s.candidate or {}).get("measured_latency_ms") or s.arch.get("measured_latency_ms")
+    final = s.candidate or s.arch
+    meas = final.get("measured_latency_ms") if latency_source(final) == "measured" else None
     if meas is not None and x:
         ax.plot([x[-1]], [meas], color=MEAS, marker="*", ls="", ms=12, zorder=4)
     if s.target_ms is not None:
@@ -225,15 +261,17 @@ def _latency_panel(ax: Axes, s: Shard) -> None:
     budget = f", budget {s.target_ms:g} ms" if s.target_ms is not None else ", no budget"
     ax.set_title(f"shard {s.key}{budget}", fontsize=9)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("latency (ms)")
+    device = final.get("latency_device") or s.arch.get("device")  # the table's device: E[T] is predicted for it
+    ax.set_ylabel(f"latency on {device} (ms)" if device else "latency (ms)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
 
 
 # ---- predicted_vs_measured.png -----------------------------------------------------------------------
-def plot_predicted_vs_measured(cands: list[dict[str, Any]], path: Path) -> Path:
+def plot_predicted_vs_measured(cands: list[dict[str, Any]], path: Path, device: str | None = None) -> Path:
     """Scatter of predicted (x) vs measured (y) latency in ms with y = x and a +-5% band (log axes when
-    the latencies span more than 10x, so that the band keeps its width)."""
+    the latencies span more than 10x, so that the band keeps its width). ``cands``: measured on ``device``,
+    the table's device (``load.measured_on``)."""
     pts = [(float(c["predicted_latency_ms"]), float(c["measured_latency_ms"])) for c in cands]
     lo = min(min(p) for p in pts) * 0.8
     hi = max(max(p) for p in pts) * 1.2
@@ -252,8 +290,10 @@ def plot_predicted_vs_measured(cands: list[dict[str, Any]], path: Path) -> Path:
     ax.scatter([p for p, _ in pts], [m for _, m in pts], color=FRONT, zorder=3, label="candidate (arch)")
     med = statistics.median(prediction_errors(cands))
     ax.set_title(f"Predicted vs measured latency: median |error| {med:.1%} (n = {len(pts)})", fontsize=10)
-    ax.set_xlabel("predicted latency (ms, latency table)")
-    ax.set_ylabel("measured latency (ms, onnxruntime)")
+    on = f" on {device}" if device else ""
+    _mark_noisy(ax, cands, x="predicted_latency_ms")
+    ax.set_xlabel(f"predicted latency{on} (ms, latency table)")
+    ax.set_ylabel(f"measured latency on {device or _host(cands)} (ms, onnxruntime)")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_box_aspect(1)  # same limits on both axes: y = x is the diagonal
@@ -296,13 +336,18 @@ def write_figures(run: Run, out: Path) -> Figures:
         figs.paths["latency"] = plot_latency(lat, out / "latency.png")
     else:
         figs.skipped["latency"] = no_table
-    both = [c for c in run.candidates if c.get("predicted_latency_ms") is not None
-            and c.get("measured_latency_ms") is not None]
+    both = measured_on(run.candidates, run.device)  # never another device's timings against this table
     if both:
-        figs.paths["predicted_vs_measured"] = plot_predicted_vs_measured(both, out / "predicted_vs_measured.png")
+        figs.paths["predicted_vs_measured"] = plot_predicted_vs_measured(both, out / "predicted_vs_measured.png",
+                                                                         run.device)
+    elif not run.with_latency:
+        figs.skipped["predicted_vs_measured"] = no_table
+    elif any(c.get("latency_source") == "predicted" for c in run.candidates):
+        dev = run.device or "another device"
+        figs.skipped["predicted_vs_measured"] = (f"the latencies are predictions for {dev} (not measured: this "
+                                                 f"host is not {dev}), so there is no measurement to compare")
     else:
-        figs.skipped["predicted_vs_measured"] = (no_table if not run.with_latency else
-                                                 "no candidate has both a predicted and a measured latency")
+        figs.skipped["predicted_vs_measured"] = "no candidate has both a predicted and a measured latency"
     return figs
 
 

@@ -106,7 +106,37 @@ def check_candidate(obj: Any, where: str) -> dict[str, Any]:
         raise HwnasError(f"{where}: shard must be a string, got {obj.get('shard')!r}; {_REGEN}")
     for k in _CANDIDATE_NUMBERS:
         _number(obj, k, where)
+    _check_provenance(obj, where)
     return obj
+
+
+LATENCY_SOURCES = ("measured", "predicted", None)
+
+
+def _check_provenance(obj: dict[str, Any], where: str) -> None:
+    """``latency_source`` / ``latency_device`` / ``measurement`` of a candidate (absent in older runs).
+
+    "measured": a ``measured_latency_ms`` taken on the table's own device, with its ``measurement`` record;
+    "predicted": a table of another device, so no ``measured_latency_ms``; None: no latency table.
+    """
+    src = obj.get("latency_source")
+    if src not in LATENCY_SOURCES:
+        raise HwnasError(f"{where}: latency_source must be 'measured', 'predicted' or null, got {src!r}; {_REGEN}")
+    if not isinstance(obj.get("latency_device", ""), (str, type(None))):
+        raise HwnasError(f"{where}: latency_device must be a device name, got {obj.get('latency_device')!r}; {_REGEN}")
+    if src == "predicted" and obj.get("measured_latency_ms") is not None:
+        raise HwnasError(f"{where}: a 'predicted' latency (table of device {obj.get('latency_device')!r}) cannot "
+                         f"carry a measured_latency_ms; {_REGEN}")
+    m = obj.get("measurement")
+    if src == "measured" and (obj.get("measured_latency_ms") is None or not isinstance(m, dict)):
+        raise HwnasError(f"{where}: a 'measured' latency needs measured_latency_ms and its measurement record; "
+                         f"{_REGEN}")
+    if m is None:
+        return
+    if not isinstance(m, dict) or not isinstance(m.get("noisy"), bool) or not isinstance(m.get("host"), dict):
+        raise HwnasError(f"{where}: measurement must be an object with 'host' and a boolean 'noisy'; {_REGEN}")
+    for k in ("median_ms", "spread", "probe_ratio", "attempts"):
+        _number(m, k, f"{where} measurement", optional=False)
 
 
 def read_candidate(folder: str | Path) -> dict[str, Any] | None:

@@ -115,22 +115,31 @@ def make_hardware_term(model: LatencyModel, kind: str | None, *, target_ms: floa
                                a=a, b=b, dual_lr=dual_lr, margin=margin)
 
 
-def load_latency_model(cfg, space) -> tuple[LatencyModel | None, str | None]:
-    """The latency model a hardware-aware search uses: ``cfg.latency_table``, or the shipped table that
-    matches this machine when only a target or a loss form is given, and its path; (None, None) for
-    accuracy-only searches.
+def table_path(cfg, space) -> str | None:
+    """The latency table a hardware-aware search uses: ``cfg.latency_table``, else the table found for this
+    machine (fingerprint, completeness and a timing probe: ``hwnas.latency.find_table``); None for
+    accuracy-only searches. A sweep's driver calls this once and hands the path to every shard, so shards
+    never probe while others train.
 
     Raises:
-        ConfigError: hardware-aware search asked for, but no table given or shipped for this machine.
+        ConfigError: hardware-aware search asked for, but no table given or found for this machine.
     """
     if not cfg.hardware_aware:
-        return None, None
+        return None
+    if cfg.latency_table is not None:
+        return cfg.latency_table
     from ..latency import default_table_path, find_table
 
-    path = cfg.latency_table or find_table(space.name)
+    path = find_table(space.name)
     if path is None:
         raise ConfigError(f"a latency budget or hardware loss needs a latency table for {space.name}, and none "
                           f"shipped with hwnas matches this machine; measure one with `hwnas profile --space "
                           f"{space.name} --device mydevice` and pass --latency-table "
                           f"{default_table_path(space.name, 'mydevice')}")
-    return LatencyModel.load(path, space), str(path)
+    return str(path)
+
+
+def load_latency_model(cfg, space) -> tuple[LatencyModel | None, str | None]:
+    """The latency model of ``table_path(cfg, space)`` and its path; (None, None) for accuracy-only searches."""
+    path = table_path(cfg, space)
+    return (LatencyModel.load(path, space), path) if path is not None else (None, None)

@@ -135,7 +135,8 @@ def _lr_at(cfg: SearchConfig, epoch: float) -> float:
 
 def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
                splits: Splits | None = None, dp: Single = SINGLE,
-               on_checkpoint: Callable[[], None] | None = None, fresh: bool = False) -> SearchResult:
+               on_checkpoint: Callable[[], None] | None = None, fresh: bool = False,
+               measure: bool = True) -> SearchResult:
     """Run one search to the end (resuming ``out_dir`` when it holds the same search).
 
     ``out_dir`` is held with the run folder's writer lock (``hwnas.run``): a second process gets a one-line
@@ -146,12 +147,13 @@ def run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress
     with folder.writer("hwnas search") if folder is not None else contextlib.nullcontext():
         if folder is not None:
             folder.prepare("search", cfg.to_dict(), fresh=fresh)
-        return _run_search(cfg, out_dir, progress=progress, splits=splits, dp=dp, on_checkpoint=on_checkpoint)
+        return _run_search(cfg, out_dir, progress=progress, splits=splits, dp=dp, on_checkpoint=on_checkpoint,
+                           measure=measure)
 
 
 def _run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progress: bool = True,
                 splits: Splits | None = None, dp: Single = SINGLE,
-                on_checkpoint: Callable[[], None] | None = None) -> SearchResult:
+                on_checkpoint: Callable[[], None] | None = None, measure: bool = True) -> SearchResult:
     """Run one search to the end (resuming from ``out_dir/checkpoint.safetensors`` when it exists).
 
     Args:
@@ -163,10 +165,13 @@ def _run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progres
         dp: data parallelism (``hwnas.search._dist.DataParallel`` inside a process group): every rank runs
             this function on its slice of each batch; only rank 0 writes files.
         on_checkpoint: called (rank 0) after each epoch's checkpoint is written, e.g. to upload it.
+        measure: time the derived arch end to end at the end (``latency.quiet``; only when the table is this
+            host's). A sweep's shards pass False: the sweep measures every candidate after training.
 
     Returns:
         The derived arch with its supernet validation accuracy and the per-epoch history; with a latency
-        table also its predicted and (onnxruntime, end to end) measured latency.
+        table also its predicted latency, ``latency_source``/``latency_device`` and, when measured on the
+        table's own device, ``measured_latency_ms`` and its ``measurement`` record.
     """
     t0 = time.perf_counter()
     set_threads(cfg.threads)
@@ -224,12 +229,15 @@ def _run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progres
     final = st.history[-1]
     extra: dict[str, Any] = {}
     if st.latency is not None and dp.is_main:
-        from ..latency import measure_module
+        from ..latency.quiet import measure_for, provenance
 
-        measured = measure_module(st.space.build(final["arch"]), st.space.input_shape, st.latency.protocol)
-        extra = {"predicted_latency_ms": final["predicted_latency_ms"], "measured_latency_ms": measured,
-                 "target_latency_ms": cfg.target_ms, "latency_table": st.latency_path,
-                 "device": st.latency.table.device.get("name")}
+        # nothing else runs now (a sweep's shards pass measure=False and are measured after training)
+        measured = measure_for(st.latency, st.space.build(final["arch"]), st.space.input_shape) if measure else None
+        extra = {"predicted_latency_ms": final["predicted_latency_ms"], "target_latency_ms": cfg.target_ms,
+                 "latency_table": st.latency_path, "device": st.latency.table.device.get("name"),
+                 **provenance(st.latency.table, measured)}
+    elif dp.is_main:
+        extra = {"latency_source": None}
     result = SearchResult(cfg.space, final["arch"], st.space.arch_id(final["arch"]), st.hparams(),
                           final["derived_val_accuracy"], st.history, out, time.perf_counter() - t0,
                           dict(cfg.space_args), extra)

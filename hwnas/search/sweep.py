@@ -1,9 +1,14 @@
 """Shards and sweeps: one search per latency target (x seed), each scored after a fine-tune step.
 
 ``run_shard`` is one complete unit of work (search, derive under the budget, fine-tune from the
-supernet's weights, score on the validation split, measure latency); it writes everything into its own
+supernet's weights, score on the validation split, predict latency); it writes everything into its own
 folder and returns its candidate, so that the Ray driver (``hwnas.distributed``) can run shards as
 actors while this module runs them one after another in one process.
+
+Shards never time their arch (another shard may be training on the same node). After every shard has
+finished, the sweep's measurement phase (``measure_candidates``) times each candidate end to end, one at a
+time through ``hwnas.latency.quiet``, when the latency table is this host's; with another device's table
+the candidates keep ``latency_source: "predicted"`` and no ``measured_latency_ms``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..errors import ConfigError
 from ..run import HISTORY, RunFolder, read_candidate, read_jsonl, sweep_record, write_candidate, write_front
 from ..space import get_space
 from ._dist import SINGLE, Single
+from .hardware import table_path
 from .loop import SearchResult, run_search
 from .pareto import Candidate
 from .retrain import train_arch
@@ -75,7 +81,9 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
     if (cand := read_candidate(d)) is not None:
         return cand
     t0, before = time.perf_counter(), _history_seconds(d)
-    result: SearchResult = run_search(spec.cfg, d, progress=progress, dp=dp, on_checkpoint=on_checkpoint)
+    # no end-to-end timing here: other shards may be training on this node (``measure_candidates`` does it)
+    result: SearchResult = run_search(spec.cfg, d, progress=progress, dp=dp, on_checkpoint=on_checkpoint,
+                                      measure=False)
     if not dp.is_main:
         return None
     cfg = spec.cfg
@@ -91,6 +99,7 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
         "arch": result.arch, "arch_id": result.arch_id, "accuracy": accuracy, "accuracy_kind": accuracy_kind(cfg),
         "predicted_latency_ms": result.extra.get("predicted_latency_ms"),
         "measured_latency_ms": result.extra.get("measured_latency_ms"),
+        "latency_source": result.extra.get("latency_source"), "latency_device": result.extra.get("latency_device"),
         "target_latency_ms": cfg.target_ms, "shard": spec.key, "seed": cfg.seed, "relaxation": cfg.relaxation,
         "subspace": cfg.subspace, "supernet_val_accuracy": result.val_accuracy,
         "search_seconds": round(result.seconds, 2), "shard_seconds": round(before + time.perf_counter() - t0, 2),
@@ -127,7 +136,16 @@ def open_sweep(run_dir: str | Path, cfg: SearchConfig, sweep: SweepConfig, ray: 
     folder = RunFolder(run_dir)
     with folder.writer("hwnas search (sweep)"):
         folder.prepare("sweep", sweep_record(cfg, sweep, ray), fresh=fresh)
-        yield shard_specs(cfg, sweep)
+        table = _sweep_table(cfg, sweep)
+        yield shard_specs(cfg.replace(latency_table=table) if table else cfg, sweep)
+
+
+def _sweep_table(cfg: SearchConfig, sweep: SweepConfig) -> str | None:
+    """The latency table every shard uses, found (and probed) once here by the driver, so that shards never
+    probe while others train; None when no shard is hardware-aware."""
+    target = next((t for t in sweep.targets if t is not None), None)
+    shard = cfg if cfg.hardware_aware or target is None else cfg.replace(target_ms=target)
+    return table_path(shard, get_space(cfg.space, **cfg.space_args))
 
 
 def run_sweep(cfg: SearchConfig, sweep: SweepConfig, run_dir: str | Path, *, progress: bool = True,
@@ -145,4 +163,63 @@ def run_sweep(cfg: SearchConfig, sweep: SweepConfig, run_dir: str | Path, *, pro
                 print(f"shard {i + 1}/{len(specs)}: {spec.key}", flush=True)
             cands.append(run_shard(spec, RunFolder(run).shard(spec.key).path, progress=progress))
             write_front(run, cands)
+        measure_candidates(run, specs[0].cfg, cands, progress=progress)
         return SweepResult(run, cands, write_front(run, cands))
+
+
+def measure_candidates(run: str | Path, cfg: SearchConfig, cands: list[Candidate], *, progress: bool = True,
+                       on_shard: Callable[[str, Path], None] | None = None) -> list[Candidate]:
+    """The sweep's measurement phase: time every finished candidate that lacks a measurement, in place.
+
+    Runs after all shards have finished training (in the driver's process, nothing else of the sweep
+    running), one candidate at a time through ``latency.quiet.measure_quietly`` (one core, probe before and
+    after, remeasured or marked ``noisy``), and only when the latency table is this host's; an arch that
+    several shards found is timed once. Each measured candidate's ``candidate.json`` and ``arch.json`` are
+    rewritten at once (an interrupted phase resumes with the rest) and ``candidates.jsonl``/``pareto.json``
+    after each. A progress line per candidate when ``progress``.
+
+    Args:
+        run: the sweep folder (shards under ``shards/<key>/``).
+        cfg: a shard's search config (the sweep's resolved latency table).
+        cands: the finished candidates; updated in place.
+        on_shard: called with (shard key, shard folder) after a shard's files were rewritten (uploads).
+
+    Returns:
+        ``cands``.
+    """
+    from .._io import read_json, write_json
+    from ..latency.quiet import measure_for, on_this_host, provenance
+    from ..run import ARCH
+    from .hardware import load_latency_model
+
+    space = get_space(cfg.space, **cfg.space_args)
+    model, _ = load_latency_model(cfg, space)
+    if model is None or not cands:
+        return cands
+    if not on_this_host(model.table):
+        if progress:
+            print(f"latency: predicted only (table of device {model.table.device.get('name')!r}, not this host); "
+                  "nothing measured", flush=True)
+        return cands
+    todo = [c for c in cands if c.get("measurement") is None]
+    done: dict[str, Any] = {}
+    for n, c in enumerate(todo, 1):
+        if c["arch_id"] not in done:
+            done[c["arch_id"]] = measure_for(model, space.build(c["arch"]), space.input_shape)
+        q = done[c["arch_id"]]
+        c.update(provenance(model.table, q))
+        folder = RunFolder(run).shard(str(c["shard"])).path
+        write_candidate(folder, c)
+        if (folder / ARCH).is_file():
+            arch = read_json(folder / ARCH, "arch file")
+            fields = ("latency_source", "latency_device", "measured_latency_ms", "measurement")
+            write_json(folder / ARCH, {**arch, **{k: c.get(k) for k in fields}})
+        if on_shard is not None:
+            on_shard(str(c["shard"]), folder)
+        write_front(run, cands)
+        if progress:
+            pred = c.get("predicted_latency_ms")
+            note = f", NOISY (spread {q.spread:.1%}, probe x{q.probe_ratio:.2f})" if q.noisy else ""
+            print(f"measured {n}/{len(todo)}: {c['shard']} {c['arch_id']} {q.median_ms:.4f} ms"
+                  + (f" (predicted {pred:.4f})" if pred is not None else "") + note, flush=True)
+    return cands
