@@ -1,6 +1,6 @@
 """Checkpoints as data, never code: tensors in a safetensors table, everything else as JSON beside them.
 
-``torch.load(..., weights_only=False)`` unpickles, and unpickling runs whatever the file names (an
+``torch.load`` with ``weights_only`` off unpickles, and unpickling runs whatever the file names (an
 ``os.system`` call included), so a checkpoint planted in a run folder, at a storage URI or passed as
 ``--weights`` would run code as the user. hwnas therefore writes and reads only this format and refuses
 pickles (``torch.save`` zip files and raw pickles), which it recognises by their first bytes.
