@@ -167,6 +167,10 @@ class RunFolder:
         Raises:
             HwnasError: no config.yaml, or one that is not valid YAML or has a bad key or value.
         """
+        return self.read_settings()[0]
+
+    def read_settings(self) -> tuple[dict[str, Any], tuple[Any, Any, Any]]:
+        """The resolved config as written and, validated, its search, sweep and Ray configs (see ``read_config``)."""
         from ..config import read_yaml, split_run_dict
 
         path = self.path / CONFIG
@@ -174,8 +178,7 @@ class RunFolder:
             raise HwnasError(f"{self.path} is not a run folder (no {CONFIG}); start it with "
                              f"hwnas search ... --out {self.path}")
         data = read_yaml(path)
-        split_run_dict(data, str(path))  # raises ConfigError naming the key
-        return data
+        return data, split_run_dict(data, str(path))  # raises ConfigError naming the key
 
 
 def checkpoint_of(folder: str | Path, *, what: str, fix: str = RESTART_FIX) -> Path | None:
@@ -255,11 +258,8 @@ def sweep_record(cfg: Any, sweep: Any, ray: Any) -> dict[str, Any]:
 def load_settings(run_dir: str | Path) -> tuple[Any, Any, Any, bool]:
     """The settings a run was started with (``hwnas search --resume RUN_DIR``): search, sweep and Ray
     configs, and whether it is a sweep."""
-    from ..config import split_run_dict
-
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise HwnasError(f"{run_dir} does not exist; pass the --out folder of an hwnas search")
-    data = folder.read_config()
-    is_sweep = folder.kind == "sweep" or "targets" in data
-    return (*split_run_dict(data, str(folder / CONFIG)), is_sweep)
+    data, configs = folder.read_settings()
+    return (*configs, folder.kind == "sweep" or "targets" in data)

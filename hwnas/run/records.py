@@ -10,7 +10,7 @@ from typing import Any
 
 from .._io import read_json, write_json
 from ..errors import HwnasError
-from .layout import CANDIDATE, CANDIDATES, EXPORT_FORMAT, HISTORY, PARETO, WORKER
+from .layout import ARCH, CANDIDATE, CANDIDATES, EXPORT_FORMAT, HISTORY, PARETO, WORKER
 
 
 def _number(obj: dict[str, Any], key: str, where: str, *, optional: bool = True) -> None:
@@ -66,6 +66,14 @@ class ArchRecord:
 def read_arch(path: str | Path) -> ArchRecord:
     """Read and validate an arch file (``RUN/arch.json`` or any file ``hwnas train`` takes)."""
     return ArchRecord.from_json(read_json(path, "arch file"), f"arch file {path}")
+
+
+def update_arch(folder: str | Path, fields: dict[str, Any]) -> None:
+    """Set ``fields`` in a folder's ``arch.json`` (the sweep's measurement phase adds its latencies); no-op
+    when the folder has none yet."""
+    path = Path(folder) / ARCH
+    if path.is_file():
+        write_json(path, {**read_json(path, "arch file"), **fields})
 
 
 def space_from(name: Any, args: Any, where: str) -> Any:

@@ -187,9 +187,8 @@ def measure_candidates(run: str | Path, cfg: SearchConfig, cands: list[Candidate
     Returns:
         ``cands``.
     """
-    from .._io import read_json, write_json
     from ..latency.quiet import measure_for, on_this_host, provenance
-    from ..run import ARCH
+    from ..run import update_arch
     from .hardware import load_latency_model
 
     space = get_space(cfg.space, **cfg.space_args)
@@ -210,10 +209,8 @@ def measure_candidates(run: str | Path, cfg: SearchConfig, cands: list[Candidate
         c.update(provenance(model.table, q))
         folder = RunFolder(run).shard(str(c["shard"])).path
         write_candidate(folder, c)
-        if (folder / ARCH).is_file():
-            arch = read_json(folder / ARCH, "arch file")
-            fields = ("latency_source", "latency_device", "measured_latency_ms", "measurement")
-            write_json(folder / ARCH, {**arch, **{k: c.get(k) for k in fields}})
+        fields = ("latency_source", "latency_device", "measured_latency_ms", "measurement")
+        update_arch(folder, {k: c.get(k) for k in fields})
         if on_shard is not None:
             on_shard(str(c["shard"]), folder)
         write_front(run, cands)
