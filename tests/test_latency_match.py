@@ -181,20 +181,28 @@ def test_the_shipped_table_is_chosen_on_this_machine(recwarn):
     assert not [w for w in recwarn if issubclass(w.category, TableWarning)]
 
 
-def test_a_passing_probe_is_remembered_across_processes_until_the_table_changes(tmp_path, probe_cache):
-    needs_shipped_host()
+def test_a_passing_probe_is_remembered_across_processes_until_the_table_changes(tmp_path, probe_cache, monkeypatch):
+    """What is remembered, not how fast this host is: the timing is the table's own prediction (a host
+    exactly as fast as the table), counted, so that a remembered probe provably measures nothing."""
+    from hwnas.latency import calibrate
+
+    calls: list[int] = []
+    monkeypatch.setattr(calibrate, "measure_archs", fake([[1.0, 1.0, 1.0]] * 3, calls))
     path = tmp_path / "t" / "seed-cnn.json"
     path.parent.mkdir()
-    path.write_text(SHIPPED.read_text())
-    first = assess_table(path, get_space("seed-cnn")).probe
-    assert first.passed and str(path) in probe_cache.read_text()
+    save_table(as_this_host(read_table(SHIPPED)), path)
+    first = probe(read_table(path), get_space("seed-cnn"), path=path)
+    assert first.passed and calls == [3] and str(path.resolve()) in probe_cache.read_text()
     fingerprint._PROBED.clear()  # another process: same result from the file, nothing measured
-    assert assess_table(path, get_space("seed-cnn")).probe == first
+    assert probe(read_table(path), get_space("seed-cnn"), path=path) == first and calls == [3]
     fingerprint._PROBED.clear()
-    path.write_text(SHIPPED.read_text())  # a new mtime: probed again
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    again = assess_table(path, get_space("seed-cnn")).probe
-    assert again.passed and again != first
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the table changed
+    again = probe(read_table(path), get_space("seed-cnn"), path=path)
+    assert again.passed and again != first and calls == [3, 3]
+    fingerprint._PROBED.clear()
+    monkeypatch.setattr(fingerprint, "PROBE_TTL_S", -1.0)  # a day later: measured again
+    probe(read_table(path), get_space("seed-cnn"), path=path)
+    assert calls == [3, 3, 3]
 
 
 def test_a_table_scaled_2x_fails_the_probe_and_is_not_chosen(tmp_path, probe_cache):
@@ -212,7 +220,8 @@ def test_a_table_scaled_2x_fails_the_probe_and_is_not_chosen(tmp_path, probe_cac
     assert found.status == "probe-failed" and not found.probe.passed
     assert not probe_cache.exists() or str(path) not in probe_cache.read_text()  # failures stay in memory only
     if not shipped_reasons():
-        assert all(0.35 < r < 0.65 for r in found.probe.ratios.values()), found.probe.summary()
+        ratios = sorted(found.probe.ratios.values())  # ~0.5 each; one may be slowed by a co-tenant
+        assert 0.35 < ratios[1] < 0.65 and ratios[-1] < 1, found.probe.summary()
 
 
 # ---- profile --if-missing ---------------------------------------------------------------------------------

@@ -55,16 +55,19 @@ def test_profile_resumes_and_never_remeasures_finished_units(tmp_path, small_spa
     assert saved == first.entries
 
     measured: list[str] = []
-    real = profile_mod.measure_onnx
+    real = profile_mod.measure_batch
 
-    def spy(models, protocol):
+    def spy(models, protocol, core):
+        assert os.sched_getaffinity(0) == {core}, "units are timed on the one pinned core"
         measured.extend(m.name for m in models)
-        return real(models, protocol)
+        return real(models, protocol, core)
 
-    monkeypatch.setattr(profile_mod, "measure_onnx", spy)
+    monkeypatch.setattr(profile_mod, "measure_batch", spy)
+    allowed = os.sched_getaffinity(0)
     table = profile_space(small_space, out, "test-1t", TINY, batch=4, progress=False)
     assert not set(measured) & set(saved), "finished units were measured again"
     assert len(measured) == 30 - 10 and "identity" not in measured
+    assert os.sched_getaffinity(0) == allowed, "the affinity is restored afterwards"
     assert all(table.entries[k] == e for k, e in saved.items())
     model = LatencyModel.load(out, small_space)
     assert model.predict(small_space.sample(__import__("random").Random(0))) > 0

@@ -16,7 +16,15 @@ import torch
 
 from hwnas.latency.measure import to_model
 from hwnas.latency.protocol import Protocol
-from hwnas.latency.quiet import MAX_WAIT, PROBE_TOLERANCE, _cpu_times, measure_quietly, provenance
+from hwnas.latency.quiet import (
+    MAX_WAIT,
+    PROBE_TOLERANCE,
+    _cpu_times,
+    measure_batch,
+    measure_quietly,
+    pinned,
+    provenance,
+)
 
 # 'min' aggregate: this VM's co-tenants switch a core between a quiet and a slowed state for seconds
 SMALL = Protocol(runs=50, trials=3, warmup_runs=5, warmup_s=0.02, max_spread=0.10, max_remeasure=1, aggregate="min")
@@ -55,6 +63,22 @@ def test_a_busy_loop_pinned_to_the_measured_core_is_detected():
     assert r.noisy and not _quiet(r), "a contended measurement must never be recorded as quiet"
     rec = provenance(_Table(), r)
     assert rec["latency_source"] == "measured" and rec["measurement"]["noisy"] is True
+
+
+@pytest.mark.skipif(not HAS_SCHEDSTAT, reason="needs /proc/thread-self/schedstat")
+def test_profile_and_calibration_batches_are_remeasured_when_the_pinned_core_is_busy(monkeypatch):
+    """``measure_batch`` (profile, calibrate, validate, the table probe) on a core a busy loop shares."""
+    core = max(os.sched_getaffinity(0))
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # the backoff only: nothing to wait out here
+    busy = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
+    try:
+        with pinned(core) as got:
+            assert got == core and os.sched_getaffinity(0) == {core}
+            rs = measure_batch([_model(), _model()], SMALL, core)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert all(r.attempts == 3 and r.noisy and r.core == core for r in rs), [r.record() for r in rs]
 
 
 def _idlest_core_busy_share(window_s: float = 1.0) -> float:

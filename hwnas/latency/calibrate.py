@@ -25,9 +25,10 @@ from tqdm import tqdm
 from ..errors import HwnasError
 from ..space import Arch, SearchSpace, get_space
 from .features import boundary_elements
-from .measure import measure_onnx, to_model
+from .measure import to_model
 from .model import LatencyModel
 from .protocol import Protocol
+from .quiet import measure_batch, pinned
 from .table import LatencyTable, check_calibration, load_table, now, save_table
 
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e4)
@@ -80,13 +81,15 @@ def sample_archs(space: SearchSpace, n: int, rng: random.Random, exclude: Sequen
 
 def measure_archs(space: SearchSpace, archs: Sequence[Arch], protocol: Protocol, batch: int = 8,
                   progress: bool = True, desc: str = "measure") -> list[float]:
-    """End-to-end latency (ms) of each arch's plain network, round-robin in batches (tqdm bar with ETA)."""
+    """End-to-end latency (ms) of each arch's plain network, round-robin in batches (tqdm bar with ETA),
+    on one quiet core (``quiet.pinned``, ``quiet.measure_batch``)."""
     out: list[float] = []
-    with tqdm(total=len(archs), desc=desc, unit="arch", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=len(archs), desc=desc, unit="arch", disable=not progress, dynamic_ncols=True) as bar, \
+            pinned() as core:
         for s in range(0, len(archs), batch):
             chunk = archs[s:s + batch]
             models = [to_model(space.arch_id(a), space.build(a), space.input_shape) for a in chunk]
-            out += [r.median_ms for r in measure_onnx(models, protocol)]
+            out += [r.median_ms for r in measure_batch(models, protocol, core)]
             bar.update(len(chunk))
     return out
 

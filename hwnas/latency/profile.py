@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from ..space import SearchSpace
 from .fingerprint import mismatches
-from .measure import Passthrough, measure_onnx, to_model
+from .measure import Passthrough, to_model
 from .protocol import Protocol
+from .quiet import measure_batch, pinned
 from .table import Entry, LatencyTable, TableError, read_table, save_table, space_hash, unit_keys
 
 
@@ -61,8 +62,15 @@ def profile_space(space: SearchSpace, out: str | Path, device: str, protocol: Pr
     protocol = protocol or Protocol()
     out = Path(out)
     table = _resume(out, space, device, protocol) if out.exists() else LatencyTable.new(space, device, protocol)
+    with pinned() as core:  # one quiet core for the whole table (``quiet.py``)
+        return _measure_units(space, out, table, protocol, core, batch, limit, progress, on_batch)
+
+
+def _measure_units(space: SearchSpace, out: Path, table: LatencyTable, protocol: Protocol, core: int, batch: int,
+                   limit: int | None, progress: bool, on_batch: Callable[[LatencyTable], None] | None
+                   ) -> LatencyTable:
     if table.overhead_ms is None:
-        r = measure_onnx([to_model("identity", Passthrough(), space.input_shape)], protocol)[0]
+        r = measure_batch([to_model("identity", Passthrough(), space.input_shape)], protocol, core)[0]
         table.overhead_ms, table.overhead_spread = r.median_ms, r.spread
         save_table(table, out)
     keys = unit_keys(space)
@@ -78,7 +86,7 @@ def profile_space(space: SearchSpace, out: str | Path, device: str, protocol: Pr
             for u, v in chunk:
                 module, shape = space.build_unit(u, v)
                 models.append(to_model(u.key(v), module, shape))
-            for m, r in zip(models, measure_onnx(models, protocol), strict=True):
+            for m, r in zip(models, measure_batch(models, protocol, core), strict=True):
                 table.entries[m.name] = Entry(r.median_ms, r.spread)
             save_table(table, out)
             bar.update(len(chunk))

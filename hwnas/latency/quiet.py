@@ -18,9 +18,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,10 +110,32 @@ def _run_delay_ns() -> int | None:
         return None
 
 
+@contextmanager
+def pinned(core: int | None = None) -> Iterator[int]:
+    """Pin the calling thread to ``core`` (default: ``idlest_core()``) for the ``with`` block, then restore
+    its affinity. Long measurements (``hwnas profile``, calibration) pin once and pass the core on."""
+    core = idlest_core() if core is None else core
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
+def probe_protocol(protocol: Protocol) -> Protocol:
+    """The probe's protocol: at least 100 runs and 10 warm-up calls, at most 3 trials and 0.05 s of
+    warm-up, no re-measuring (an Identity model has nothing to warm up; 300 calls are about 2 ms of work,
+    enough for a stable median even when the models themselves are timed with few runs)."""
+    return dataclasses.replace(protocol, runs=max(protocol.runs, 100), warmup_runs=max(protocol.warmup_runs, 10),
+                               trials=min(protocol.trials, 3), warmup_s=min(protocol.warmup_s, 0.05),
+                               max_remeasure=0)
+
+
 def measure_quietly(models: Sequence[Model], protocol: Protocol, *, probe_ms: float | None = None,
                     attempts: int = 3, backoff_s: float = 2.0, probe_tolerance: float = PROBE_TOLERANCE,
-                    max_wait: float = MAX_WAIT, core: int | None = None,
-                    sleep: Callable[[float], None] = time.sleep) -> list[QuietResult]:
+                    max_wait: float = MAX_WAIT, max_spread: float | None = None, core: int | None = None,
+                    sleep: Callable[[float], None] | None = None) -> list[QuietResult]:
     """Time ``models`` end to end on one core, remeasuring contended ones; see the module docstring.
 
     Args:
@@ -121,8 +146,11 @@ def measure_quietly(models: Sequence[Model], protocol: Protocol, *, probe_ms: fl
         backoff_s: wait before attempt k+1 is ``k * backoff_s`` seconds.
         probe_tolerance: largest relative distance of a probe from its known time in a quiet attempt.
         max_wait: largest share of wall time spent waiting for the core in a quiet attempt.
+        max_spread: largest spread of a model's trial medians in a quiet attempt (default
+            ``protocol.max_spread``; ``math.inf`` when the caller records the spread itself and only
+            contention should trigger a re-measurement, as ``hwnas profile`` does).
         core: the core to measure on (default: ``idlest_core()``).
-        sleep: how to wait between attempts (tests pass a no-op).
+        sleep: how to wait between attempts (default ``time.sleep``; tests pass a no-op).
 
     Returns:
         One ``QuietResult`` per model, in order.
@@ -134,22 +162,21 @@ def measure_quietly(models: Sequence[Model], protocol: Protocol, *, probe_ms: fl
     if attempts < 1 or not models:
         raise ValueError("measure_quietly needs at least one model and attempts >= 1")
     shape = tuple(models[0].input_shape[1:])
-    probe = to_model("probe", Passthrough(), shape)
-    core = idlest_core() if core is None else core
-    saved = os.sched_getaffinity(0)
+    sleep = sleep or time.sleep
+    probe, light = to_model("probe", Passthrough(), shape), probe_protocol(protocol)
+    spread_limit = protocol.max_spread if max_spread is None else max_spread
     host = host_summary()
     known = probe_ms
     best: dict[int, QuietResult] = {}
     pending = list(range(len(models)))
-    os.sched_setaffinity(0, {core})
-    try:
+    with pinned(core) as core:
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 sleep(backoff_s * (attempt - 1))
             w0, t0 = _run_delay_ns(), time.perf_counter_ns()
-            before = measure_onnx([probe], protocol)[0].median_ms
+            before = measure_onnx([probe], light)[0].median_ms
             results = measure_onnx([models[i] for i in pending], protocol)
-            after = measure_onnx([probe], protocol)[0].median_ms
+            after = measure_onnx([probe], light)[0].median_ms
             w1, t1 = _run_delay_ns(), time.perf_counter_ns()
             if probe_ms is None:  # a fixed reference measured here: the fastest probe seen (contention only slows)
                 known = min(before, after, known if known is not None else before)
@@ -158,7 +185,7 @@ def measure_quietly(models: Sequence[Model], protocol: Protocol, *, probe_ms: fl
             wait = (w1 - w0) / max(t1 - t0, 1) if w0 is not None and w1 is not None else None
             calm = abs(ratio - 1.0) <= probe_tolerance and (wait is None or wait <= max_wait)
             for i, r in zip(pending, results, strict=True):
-                quiet = calm and r.spread <= protocol.max_spread
+                quiet = calm and r.spread <= spread_limit
                 res = QuietResult(r.median_ms, r.spread, r.trial_ms, attempt, not quiet, ratio, wait, core, host)
                 old = best.get(i)
                 if quiet or old is None or res.median_ms < old.median_ms:
@@ -168,9 +195,15 @@ def measure_quietly(models: Sequence[Model], protocol: Protocol, *, probe_ms: fl
             pending = [i for i in pending if best[i].noisy]
             if not pending:
                 break
-    finally:
-        os.sched_setaffinity(0, saved)
     return [best[i] for i in range(len(models))]
+
+
+def measure_batch(models: Sequence[Model], protocol: Protocol, core: int) -> list[QuietResult]:
+    """One batch of a long measurement (``hwnas profile``, calibration, validation) on the core the caller
+    pinned (``pinned()``): re-measured only for contention (a probe slower than the fastest one of the
+    batch, run-queue wait), at most twice after a 1 s backoff; the protocol itself already re-measures a
+    wide spread, and the table records it."""
+    return measure_quietly(models, protocol, attempts=3, backoff_s=1.0, max_spread=math.inf, core=core)
 
 
 def measure_module_quietly(module: nn.Module, input_shape: Sequence[int], protocol: Protocol, **kw: Any
