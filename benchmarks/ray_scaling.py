@@ -1,15 +1,20 @@
-"""The same N shards one after another in one process, and as Ray actors on this machine, side by side.
+"""The same N shards one after another, in plain parallel processes, and on Ray, side by side.
 
-Each round runs the sequential sweep (``--no-ray``) and the Ray sweep (a fresh local cluster of
-``--cpus`` CPUs, one CPU per shard) on identical shards (1 torch thread each), alternating, and the
-figures are medians over rounds:
+Each round runs, on identical shards (1 torch thread each), alternating and each in a fresh process:
 
-* speed-up = sequential wall / Ray wall; parallel efficiency = speed-up / min(N, CPUs)
-* Ray's fixed overhead = Ray wall - (sum of the shards' own seconds) / min(N, CPUs), i.e. what is left
-  once perfectly parallel shard work is subtracted (cluster start, actor start, polling, shutdown)
-* cluster start and the first actor's start latency, measured inside the Ray run.
+* ``sequential``: the in-process sweep (``--no-ray``), the shards one after another;
+* ``processes``: the shards split over ``--cpus`` plain processes (no Ray): what this machine's cores give
+  when nothing but the shards runs, i.e. the ceiling any scheduler can reach here;
+* ``ray``: the Ray sweep of this checkout (a fresh local cluster of ``--cpus`` CPUs, one CPU per shard);
+* ``ray-baseline`` (with ``--baseline DIR``): the Ray sweep of another checkout of hwnas, e.g. the commit
+  before the worker pool (``git worktree add /tmp/hwnas-base <commit>``).
 
-    python benchmarks/ray_scaling.py [--shards 4] [--epochs 4] [--data-limit 600] [--rounds 2]
+Figures, medians over rounds: speed-up = sequential wall / wall; parallel efficiency = speed-up /
+min(N, CPUs); fixed overhead = wall - (sum of the shards' own seconds) / min(N, CPUs), what is left once
+perfectly parallel shard work is subtracted (cluster start, worker start, polling, shutdown). Walls are
+taken inside each process around the sweep call (imports excluded: the same for every variant).
+
+    python benchmarks/ray_scaling.py [--shards 4] [--epochs 8] [--data-limit 600] [--rounds 2] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -18,63 +23,109 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hwnas.config import RayConfig, SearchConfig, SweepConfig
-from hwnas.distributed import run_shards
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("sequential", "processes", "ray", "ray-baseline")
 
 
-def one(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig) -> dict:
+def configs(args: argparse.Namespace, seeds: list[int]):
+    from hwnas.config import SearchConfig, SweepConfig
+
+    cfg = SearchConfig(space="seed-cnn", dataset="digits", data_limit=args.data_limit, epochs=args.epochs,
+                       warmup_epochs=1, fine_tune_epochs=1, threads=1, target_ms=0.08)
+    return cfg, SweepConfig(targets=[0.08], seeds=seeds)
+
+
+def child(args: argparse.Namespace) -> None:
+    """One variant's sweep in this process; prints a JSON line with its wall and per-shard seconds."""
+    from hwnas.config import RayConfig
+    from hwnas.distributed import run_shards
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cfg, sweep = configs(args, seeds)
+    ray_cfg = RayConfig(enabled=False) if args.child in ("sequential", "processes") else \
+        RayConfig(num_cpus=args.cpus, cpus_per_shard=1)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         res = run_shards(cfg, sweep, ray_cfg, d, progress=False)
         wall = time.perf_counter() - t0
-        starts = []
-        for c in res.candidates:
-            w = Path(d) / "shards" / c["shard"] / "worker.json"
-            if w.exists():
-                starts.append(json.loads(w.read_text())["started"])
-        return {"wall": wall, "shard_seconds": [c["shard_seconds"] for c in res.candidates],
-                "first_actor_start": (min(starts) - (time.time() - (time.perf_counter() - t0))) if starts else None,
-                "arch_ids": sorted(c["arch_id"] for c in res.candidates)}
+        workers = [json.loads(p.read_text()) for p in Path(d).glob("shards/*/worker.json")]
+    print(json.dumps({"wall": wall, "shard_seconds": [c["shard_seconds"] for c in res.candidates],
+                      "arch_ids": sorted(c["arch_id"] for c in res.candidates),
+                      "worker_pids": len({w["pid"] for w in workers}), "hwnas": __import__("hwnas").__file__}))
+
+
+def launch(variant: str, args: argparse.Namespace, seeds: list[int], repo: Path) -> subprocess.Popen:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--seeds", ",".join(map(str, seeds)),
+           "--epochs", str(args.epochs), "--data-limit", str(args.data_limit), "--cpus", str(args.cpus)]
+    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"a benchmark process failed (exit {proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> dict:
+    seeds = list(range(args.shards))
+    if variant == "processes":  # the shards dealt round-robin to --cpus processes started together
+        lanes = [seeds[i::args.cpus] for i in range(min(args.cpus, len(seeds)))]
+        t0 = time.perf_counter()
+        procs = [launch("processes", args, lane, ROOT) for lane in lanes]
+        parts = [result(p) for p in procs]
+        # each process's own sweep wall, the longest of them (process start and imports excluded, as elsewhere)
+        return {"wall": max(p["wall"] for p in parts), "outer_wall": time.perf_counter() - t0,
+                "shard_seconds": [s for p in parts for s in p["shard_seconds"]],
+                "arch_ids": sorted(a for p in parts for a in p["arch_ids"]), "worker_pids": len(parts)}
+    repo = Path(args.baseline) if variant == "ray-baseline" else ROOT
+    return result(launch(variant, args, seeds, repo))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--data-limit", type=int, default=600)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cpus", type=int, default=os.cpu_count())
+    ap.add_argument("--baseline", help="another hwnas checkout whose Ray sweep runs side by side")
     ap.add_argument("--out", default="benchmarks/results/ray_scaling.json")
+    ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument("--seeds", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    cfg = SearchConfig(space="seed-cnn", dataset="digits", data_limit=args.data_limit, epochs=args.epochs,
-                       warmup_epochs=1, fine_tune_epochs=1, threads=1, target_ms=0.08)
-    sweep = SweepConfig(targets=[0.08], seeds=list(range(args.shards)))
+    if args.child:
+        child(args)
+        return
+    variants = [v for v in VARIANTS if v != "ray-baseline" or args.baseline]
     lanes = min(args.shards, args.cpus)
-    rounds = []
+    rows = []
     for r in range(args.rounds):
-        seq = one(cfg, sweep, RayConfig(enabled=False))
-        ray_run = one(cfg, sweep, RayConfig(num_cpus=args.cpus, cpus_per_shard=1))
-        row = {"round": r, "sequential_s": round(seq["wall"], 2), "ray_s": round(ray_run["wall"], 2),
-               "speedup": seq["wall"] / ray_run["wall"],
-               "ray_shard_seconds_sum": round(sum(ray_run["shard_seconds"]), 2),
-               "ray_overhead_s": ray_run["wall"] - sum(ray_run["shard_seconds"]) / lanes,
-               "first_actor_start_s": ray_run["first_actor_start"],
-               "same_archs": seq["arch_ids"] == ray_run["arch_ids"]}
-        row["efficiency"] = row["speedup"] / lanes
-        rounds.append(row)
-        print(f"round {r}: sequential {row['sequential_s']:.1f} s, Ray {row['ray_s']:.1f} s, speed-up "
-              f"{row['speedup']:.2f}x, efficiency {row['efficiency']:.0%}, overhead {row['ray_overhead_s']:.1f} s, "
-              f"first actor after {row['first_actor_start_s']:.1f} s, same archs {row['same_archs']}", flush=True)
-    med = {k: statistics.median(r[k] for r in rounds) for k in
-           ("sequential_s", "ray_s", "speedup", "efficiency", "ray_overhead_s", "first_actor_start_s")}
-    print("median: " + ", ".join(f"{k} {v:.3g}" for k, v in med.items()))
+        got = {v: run_variant(v, args) for v in variants}
+        seq = got["sequential"]["wall"]
+        for v, g in got.items():
+            row = {"round": r, "variant": v, "wall_s": round(g["wall"], 2), "speedup": seq / g["wall"],
+                   "efficiency": seq / g["wall"] / lanes, "shard_seconds_sum": round(sum(g["shard_seconds"]), 2),
+                   "overhead_s": g["wall"] - sum(g["shard_seconds"]) / lanes, "workers": g["worker_pids"],
+                   "same_archs": g["arch_ids"] == got["sequential"]["arch_ids"]}
+            rows.append(row)
+            print(f"round {r} {v:<13} wall {row['wall_s']:6.1f} s  speed-up {row['speedup']:.2f}x  efficiency "
+                  f"{row['efficiency']:.0%}  overhead {row['overhead_s']:5.1f} s  shard seconds "
+                  f"{row['shard_seconds_sum']:.0f}  same archs {row['same_archs']}", flush=True)
+    med = {v: {k: statistics.median(x[k] for x in rows if x["variant"] == v)
+               for k in ("wall_s", "speedup", "efficiency", "overhead_s", "shard_seconds_sum")} for v in variants}
+    for v, m in med.items():
+        print(f"median {v:<13} " + ", ".join(f"{k} {val:.3g}" for k, val in m.items()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "lanes": lanes, "rounds": rounds, "median": med}, indent=2) + "\n")
+    out.write_text(json.dumps({"args": vars(args), "lanes": lanes, "rounds": rows, "median": med}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -201,6 +201,43 @@ def test_more_gpus_than_the_cluster_has_fails_fast_with_the_fix(local_ray, tmp_p
     with pytest.raises(ConfigError, match="workers-per-shard"):
         run_on_ray(SearchConfig(**SMALL), SweepConfig(seeds=[0, 1]), RayConfig(workers_per_shard=3), tmp_path / "b",
                    progress=False)
+    # an autoscaling cluster that never adds a node that fits: bounded by the timeout, then named
+    with pytest.raises(ConfigError, match=r"no shard worker was placed within 3 s.*autoscaler started no node"):
+        run_on_ray(SearchConfig(**SMALL), SweepConfig(seeds=[0, 1]),
+                   RayConfig(gpus_per_shard=1, autoscaling=True, schedule_timeout_s=3), tmp_path / "c", progress=False)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_six_shards_queue_on_two_cpus_past_a_timeout_shorter_than_one_shard(local_ray, tmp_path, capsys):
+    """Shards outnumber the cluster's slots 3 to 1; waiting in the queue is never an error, and the pool's
+    two workers run the six shards one after another (imports and data loaded once per worker)."""
+    from hwnas.distributed.driver import run_on_ray
+
+    cfg = SearchConfig(**{**SMALL, "epochs": 2, "fine_tune_epochs": 0})
+    sweep = SweepConfig(targets=[0.05, 0.08], seeds=[0, 1, 2])
+    result = run_on_ray(cfg, sweep, RayConfig(schedule_timeout_s=1.0), tmp_path / "q", progress=True)
+    assert sorted(c["shard"] for c in result.candidates) == sorted(s.key for s in shard_specs(cfg, sweep))
+    workers = [json.loads((tmp_path / "q" / "shards" / c["shard"] / "worker.json").read_text()) for c in result.candidates]
+    assert len({w["pid"] for w in workers}) == 2, "two pooled workers ran all six shards"
+    assert sorted(w["worker_shard"] for w in workers) == [1, 1, 2, 2, 3, 3]
+    assert all(w["attempt"] == 1 for w in workers)
+    out = capsys.readouterr().out
+    assert "sweep: 0 done, 2 running, 4 waiting of 6 shards" in out and "sweep: 6 done, 0 running, 0 waiting" in out
+    assert "ETA" in out
+
+
+def test_pool_capacity_counts_what_the_nodes_can_hold_at_once():
+    from hwnas.distributed.pool import capacity, demand
+
+    nodes = [{"CPU": 16.0, "GPU": 4.0}, {"CPU": 16.0, "GPU": 4.0}, {"CPU": 8.0}]
+    assert capacity(RayConfig(cpus_per_shard=1), nodes) == 40
+    assert capacity(RayConfig(cpus_per_shard=4, gpus_per_shard=1), nodes) == 8
+    assert capacity(RayConfig(cpus_per_shard=1, gpus_per_shard=0.5), nodes) == 16  # two shards per GPU
+    assert capacity(RayConfig(cpus_per_shard=2, gpus_per_shard=1, workers_per_shard=4), nodes) == 2
+    assert capacity(RayConfig(cpus_per_shard=3), [{"CPU": 2.0}]) == 0
+    assert demand(RayConfig(cpus_per_shard=2, gpus_per_shard=1, workers_per_shard=2)) == {}
+    assert demand(RayConfig(cpus_per_shard=2, gpus_per_shard=0.5)) == {"CPU": 2.0, "GPU": 0.5}
 
 
 def _train_workers() -> list[int]:

@@ -1,8 +1,10 @@
-"""One shard as a Ray actor: constructed from a path and a small dict, so a restart rebuilds it exactly.
+"""A pooled shard worker as a Ray actor: constructed from a small dict, so a restart rebuilds it exactly.
 
-``max_restarts`` reruns ``__init__`` after a crash and ``max_task_retries`` replays ``run()``; ``run()`` is
-idempotent because ``run_shard`` reads a finished shard back and resumes an unfinished one from its last
-epoch checkpoint. Nothing large goes through the object store: the candidate is a small dict.
+The driver keeps as many workers as the cluster can hold and hands each the next shard when it is free
+(``driver.py``). ``max_restarts`` reruns ``__init__`` after a crash and ``max_task_retries`` replays the
+``run()`` call in flight; ``run()`` is idempotent because ``run_shard`` reads a finished shard back and
+resumes an unfinished one from its last epoch checkpoint. Nothing large goes through the object store:
+a shard is a path and a config dict, its candidate a small dict.
 """
 
 from __future__ import annotations
@@ -42,39 +44,52 @@ def resources(ray_cfg: RayConfig, gpu_ids: list[str], device: str, **extra: Any)
             "gpu_ids": gpu_ids, "device": device, "placement": "ray-actor"}
 
 
-class ShardActor:
-    """Runs one shard (``ShardSpec``) into ``shard_dir`` (or a storage URI) on whatever Ray placed it."""
+class ShardWorker:
+    """A pooled shard worker: runs shards (``ShardSpec``) one after another into their folders (or a storage
+    URI) on whatever Ray placed it, so imports, data and a CUDA context are loaded once per worker."""
 
-    def __init__(self, key: str, cfg: dict[str, Any], shard_dir: str, ray_cfg: dict[str, Any]) -> None:
+    def __init__(self, ray_cfg: dict[str, Any]) -> None:
         self.ray_cfg = from_dict(RayConfig, ray_cfg, "ray config")
         self.gpu_ids = assigned_gpus()
-        self.spec = ShardSpec(key, from_dict(SearchConfig, cfg, f"shard {key}"))
-        self.dir, self.push = working_folder(key, Path(shard_dir), self.ray_cfg.storage)
-        self.attempt = record_start(self.dir, "attempt", pid=os.getpid(), host=socket.gethostname(),
-                                    node=ray.get_runtime_context().get_node_id(), gpu_ids=self.gpu_ids,
-                                    cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), started=time.time())
-        if self.push is not None:
-            self.push()
+        self.node = ray.get_runtime_context().get_node_id()
+        self.dir: Path | None = None  # the folder of the shard being run (None: idle)
+        self.shards = 0  # shards this process has started (1 after a restart mid-shard: a fresh process)
 
-    def run(self) -> Candidate:
-        """The shard's candidate (searching, resuming or reading it back as needed)."""
-        if self.ray_cfg.workers_per_shard > 1:
-            from .train import run_data_parallel
+    def ready(self) -> dict[str, Any]:
+        """Answers once the worker is placed: where it runs."""
+        return {"pid": os.getpid(), "node": self.node[:12], "gpu_ids": self.gpu_ids}
 
-            return run_data_parallel(self.spec, self.dir, self.ray_cfg, attempt=self.attempt)
-        device = "cuda:0" if self.gpu_ids and self.spec.cfg.device != "cpu" and _cuda() else "cpu"
-        spec = ShardSpec(self.spec.key, worker_config(self.spec.cfg, self.ray_cfg, device))
-        cand = run_shard(spec, self.dir, resources=resources(self.ray_cfg, self.gpu_ids, device, attempt=self.attempt),
-                         on_checkpoint=self.push)
-        assert cand is not None
-        return cand
+    def run(self, key: str, cfg: dict[str, Any], shard_dir: str) -> Candidate:
+        """The shard's candidate (searching, resuming or reading it back as needed); replayed by Ray after
+        a restart of this worker, when it resumes from the shard's last epoch checkpoint."""
+        spec = ShardSpec(key, from_dict(SearchConfig, cfg, f"shard {key}"))
+        self.dir, push = working_folder(key, Path(shard_dir), self.ray_cfg.storage)
+        self.shards += 1
+        attempt = record_start(self.dir, "attempt", pid=os.getpid(), host=socket.gethostname(), node=self.node,
+                               gpu_ids=self.gpu_ids, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                               started=time.time(), worker_shard=self.shards)
+        if push is not None:
+            push()
+        try:
+            if self.ray_cfg.workers_per_shard > 1:
+                from .train import run_data_parallel
+
+                return run_data_parallel(spec, self.dir, self.ray_cfg, attempt=attempt)
+            device = "cuda:0" if self.gpu_ids and spec.cfg.device != "cpu" and _cuda() else "cpu"
+            spec = ShardSpec(key, worker_config(spec.cfg, self.ray_cfg, device))
+            cand = run_shard(spec, self.dir, resources=resources(self.ray_cfg, self.gpu_ids, device, attempt=attempt),
+                             on_checkpoint=push)
+            assert cand is not None
+            return cand
+        finally:
+            self.dir = None
 
     def status(self) -> dict[str, Any]:
-        """Progress read from the shard folder (answered while ``run()`` works: the actor has 2 threads)."""
-        epochs, done, last = progress(self.dir)
-        return {"epoch": epochs, "done": done,
-                "val_accuracy": last.get("derived_val_accuracy"), "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id()[:12], "gpu_ids": self.gpu_ids}
+        """Progress read from the running shard's folder (answered while ``run()`` works: 2 threads)."""
+        d = self.dir
+        epochs, done, last = progress(d) if d is not None else (0, False, {})
+        return {"epoch": epochs, "done": done, "val_accuracy": last.get("derived_val_accuracy"),
+                "pid": os.getpid(), "node": self.node[:12], "gpu_ids": self.gpu_ids}
 
 
 def _cuda() -> bool:
