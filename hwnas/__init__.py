@@ -17,6 +17,7 @@ from typing import Any
 from .config import RayConfig, SearchConfig, SweepConfig, TrainConfig
 from .errors import HwnasError
 from .export import export
+from .preflight import check_data
 from .run import ArchRecord
 from .search.loop import SearchResult, run_search
 from .search.retrain import TrainResult, train_arch
@@ -57,6 +58,7 @@ def search(*, out: str | Path | None = None, targets: list[float | None] | None 
         ray_cfg = ray if isinstance(ray, RayConfig) else (RayConfig(**ray) if isinstance(ray, dict)
                                                          else RayConfig(enabled=bool(ray)))
         return run_shards(cfg, sweep, ray_cfg, out, progress=progress, fresh=fresh)
+    check_data(cfg)  # a missing or corrupt data root: one line, before anything is built or written
     return run_search(cfg, out, progress=progress, fresh=fresh)
 
 

@@ -68,6 +68,28 @@ class _Loaded:
 DATASETS: Registry[Callable[..., _Loaded]] = Registry("dataset")
 
 
+_CACHE: dict[tuple, _Loaded] = {}  # this process's last loaded dataset (a pooled Ray worker's next shard)
+
+
+def _signature(root: Path | None) -> tuple:
+    """The files under ``root`` (three levels deep) with their sizes and mtimes: a changed file reloads."""
+    if root is None or not root.is_dir():
+        return ()
+    files = [p for depth in ("*", "*/*", "*/*/*") for p in root.glob(depth) if p.is_file()]
+    return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+def _cached(name: str, root: Path | None, seed: int, input_shape: Shape | None, download: bool) -> _Loaded:
+    """``DATASETS[name](...)``, kept for the next call with the same arguments and files: a pooled shard
+    worker runs shards one after another and reads (and resizes) its data once."""
+    key = (name, None if root is None else str(root.resolve()), seed, input_shape, download, _signature(root))
+    if key not in _CACHE:
+        loaded = DATASETS.get(name)(root=root, seed=seed, input_shape=input_shape, download=download)
+        _CACHE.clear()
+        _CACHE[key] = loaded
+    return _CACHE[key]
+
+
 def load_dataset(
     name: str,
     *,
@@ -96,7 +118,7 @@ def load_dataset(
         DataError: the data is missing, unreadable or malformed (the message names the file/folder).
         ConfigError: ``input_shape`` or ``limit`` cannot work.
     """
-    loader = DATASETS.get(name)
+    DATASETS.get(name)  # an unknown name fails before anything else
     if input_shape is not None:
         input_shape = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
         if len(input_shape) != 3 or min(input_shape) < 1:
@@ -104,7 +126,7 @@ def load_dataset(
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of samples per split, got {limit}")
     path = None if root is None else Path(root).expanduser()
-    loaded = loader(root=path, seed=seed, input_shape=input_shape, download=download)
+    loaded = _cached(name, path, seed, input_shape, download)
     parts = [(x[:limit].clone(), y[:limit].clone()) if limit else (x, y) for x, y in loaded.parts]
     sizes = "/".join(str(len(y)) for _, y in parts)
     c, h, w = (int(v) for v in parts[0][0].shape[1:])
@@ -208,6 +230,32 @@ def _load_digits(*, root: Path | None, seed: int, input_shape: Shape | None, dow
     return _Loaded(tuple(parts), 10, "sklearn load_digits upsampled")  # type: ignore[arg-type]
 
 
+def _idx_dims(path: Path, head: bytes, magic: int) -> tuple[int, ...]:
+    """The dims an IDX header declares (images: magic 2051, (N, rows, cols); labels: 2049, (N,))."""
+    ndim = 3 if magic == 2051 else 1
+    header = 4 * (1 + ndim)
+    if len(head) < header:
+        raise DataError(f"{path} is truncated ({len(head)} bytes, less than its {header}-byte IDX header); "
+                        "replace it with a fresh copy")
+    got, *dims = (int(v) for v in np.frombuffer(head, dtype=">u4", count=1 + ndim))
+    if got != magic:
+        raise DataError(f"{path} has IDX magic number {got}, expected {magic} "
+                        f"({'images' if ndim == 3 else 'labels'}); check that the file is the one its name says")
+    return tuple(dims)
+
+
+def _check_idx_size(path: Path, data_bytes: int, dims: tuple[int, ...]) -> None:
+    if data_bytes != math.prod(dims):
+        raise DataError(f"{path} holds {data_bytes} data bytes but its header promises "
+                        f"{math.prod(dims)} ({'x'.join(map(str, dims))}); the file is truncated or corrupt: "
+                        "replace it with a fresh copy")
+
+
+def _unreadable(path: Path, err: Exception) -> DataError:
+    return DataError(f"cannot read {path} ({err}); the file is truncated or corrupt: "
+                     f"replace it with a fresh copy of {path.name}")
+
+
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """Parse an IDX file of unsigned bytes: images (magic 2051, (N, rows, cols)) or labels (2049, (N,))."""
     try:
@@ -217,29 +265,48 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         else:
             raw = path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"cannot read {path} ({err}); the file is truncated or corrupt: "
-                        f"replace it with a fresh copy of {path.name}") from None
-    ndim = 3 if magic == 2051 else 1
-    header = 4 * (1 + ndim)
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated ({len(raw)} bytes, less than its {header}-byte IDX header); "
-                        "replace it with a fresh copy")
-    got, *dims = (int(v) for v in np.frombuffer(raw, dtype=">u4", count=1 + ndim))
-    if got != magic:
-        raise DataError(f"{path} has IDX magic number {got}, expected {magic} "
-                        f"({'images' if ndim == 3 else 'labels'}); check that the file is the one its name says")
-    if len(raw) - header != math.prod(dims):
-        raise DataError(f"{path} holds {len(raw) - header} data bytes but its header promises "
-                        f"{math.prod(dims)} ({'x'.join(map(str, dims))}); the file is truncated or corrupt: "
-                        "replace it with a fresh copy")
+        raise _unreadable(path, err) from None
+    dims = _idx_dims(path, raw, magic)
+    header = 4 * (1 + len(dims))
+    _check_idx_size(path, len(raw) - header, dims)
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def check_idx(path: Path, magic: int) -> tuple[int, ...]:
+    """Check an IDX file (raw or ``.gz``; magic 2051 images, 2049 labels) as ``_read_idx`` would, without
+    keeping its data; returns the dims of its header. A ``.gz`` is decompressed in chunks (checks its CRC).
+
+    Raises:
+        DataError: unreadable, truncated, corrupt or the wrong kind of IDX file (the message names it).
+    """
+    header = 4 * (4 if magic == 2051 else 2)
+    try:
+        if path.suffix != ".gz":
+            with path.open("rb") as fh:
+                dims = _idx_dims(path, fh.read(header), magic)
+            size = path.stat().st_size - header
+        else:
+            with gzip.open(path) as fh:
+                dims = _idx_dims(path, fh.read(header), magic)
+                size = 0
+                while chunk := fh.read(1 << 20):
+                    size += len(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise _unreadable(path, err) from None
+    _check_idx_size(path, size, dims)
+    return dims
+
+
+def check_mnist_pair(images: Path, labels: Path, n_images: int, n_labels: int) -> None:
+    """An images/labels pair must hold as many labels as images, and some."""
+    if n_images != n_labels or n_labels == 0:
+        raise DataError(f"{images} holds {n_images} images but {labels} holds {n_labels} labels; "
+                        "replace them with a matching, non-empty pair")
 
 
 def _read_mnist_pair(images: Path, labels: Path) -> _Part:
     x, y = _read_idx(images, 2051), _read_idx(labels, 2049)
-    if len(x) != len(y) or len(y) == 0:
-        raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels; "
-                        "replace them with a matching, non-empty pair")
+    check_mnist_pair(images, labels, len(x), len(y))
     if y.max() > 9:
         raise DataError(f"{labels} has labels up to {y.max()}, MNIST needs 0..9; replace it with a fresh copy")
     xt = torch.from_numpy(x.astype(np.float32)).div_(255.0).unsqueeze(1)  # (N, 1, rows, cols) in [0, 1]
@@ -264,26 +331,48 @@ def _download_mnist(root: Path) -> None:
                         f"place the IDX files under {root}: {_MNIST_EXPECTED}") from None
 
 
-@DATASETS.register("mnist")
-def _load_mnist(*, root: Path | None, seed: int, input_shape: Shape | None, download: bool) -> _Loaded:
+def _usable_mnist(files: dict[str, Path | None]) -> bool:
+    train = [files.get(s) for s in _MNIST_FILES["train"]]
+    return all(files.get(s) for s in _MNIST_FILES["t10k"]) and (all(train) or not any(train))
+
+
+def mnist_files(root: Path | None, *, download: bool = False) -> dict[str, tuple[Path, Path]]:
+    """The MNIST IDX files the ``mnist`` loader reads under ``root`` (``hwnas.preflight`` checks the same ones).
+
+    Each of ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte`` is looked up raw, then ``.gz``, in ``root`` and then ``root/MNIST/raw``; the
+    ``t10k`` pair is required, the ``train`` pair optional (both or neither).
+
+    Args:
+        root: the data root (``--data-root``).
+        download: let torchvision fetch the files into ``root`` when they are missing.
+
+    Returns:
+        ``{"t10k": (images, labels)}``, plus ``"train"`` when that pair is there.
+
+    Raises:
+        DataError: no root, a root that is a file or missing, or no usable set of files (names what it found).
+    """
     root = _require_root(root, "mnist", _MNIST_EXPECTED, download)
     found = _find_mnist(root) if root.is_dir() else {}
-
-    def usable(files: dict[str, Path | None]) -> bool:
-        train = [files.get(s) for s in _MNIST_FILES["train"]]
-        return all(files.get(s) for s in _MNIST_FILES["t10k"]) and (all(train) or not any(train))
-
-    if not usable(found) and download:
+    if not _usable_mnist(found) and download:
         _download_mnist(root)
         found = _find_mnist(root)
-    if not usable(found):
+    if not _usable_mnist(found):
         have = ", ".join(str(p) for p in found.values() if p) or "none of them"
         raise DataError(f"mnist: no usable IDX files under {root}: looked for {' + '.join(_MNIST_FILES['train'])} "
                         f"(optional) and {' + '.join(_MNIST_FILES['t10k'])} (each raw or .gz) in {root} and "
                         f"{root / 'MNIST' / 'raw'}, found {have}; place the missing files there")
-    test = _read_mnist_pair(*(found[s] for s in _MNIST_FILES["t10k"]))  # type: ignore[arg-type]
-    if found[_MNIST_FILES["train"][0]]:
-        x, y = _read_mnist_pair(*(found[s] for s in _MNIST_FILES["train"]))  # type: ignore[arg-type]
+    return {split: (found[images], found[labels]) for split, (images, labels) in _MNIST_FILES.items()
+            if found[images]}  # type: ignore[misc]
+
+
+@DATASETS.register("mnist")
+def _load_mnist(*, root: Path | None, seed: int, input_shape: Shape | None, download: bool) -> _Loaded:
+    files = mnist_files(root, download=download)
+    test = _read_mnist_pair(*files["t10k"])
+    if "train" in files:
+        x, y = _read_mnist_pair(*files["train"])
         if x.shape[1:] != test[0].shape[1:]:
             raise DataError(f"MNIST train images under {root} are {tuple(x.shape[2:])} but t10k images are "
                             f"{tuple(test[0].shape[2:])}; replace them with files from one distribution")
@@ -298,15 +387,27 @@ def _load_mnist(*, root: Path | None, seed: int, input_shape: Shape | None, down
     return _Loaded(tuple(parts), 10, source)  # type: ignore[arg-type]
 
 
-@DATASETS.register("cifar10")
-def _load_cifar10(*, root: Path | None, seed: int, input_shape: Shape | None, download: bool) -> _Loaded:
+def cifar10_files(root: Path | None, *, download: bool = False) -> list[Path]:
+    """The batches the ``cifar10`` loader reads: ``root/cifar-10-batches-py/`` ``data_batch_1..5``, ``test_batch``.
+
+    Raises:
+        DataError: no root, a root that is a file or missing, or (unless ``download``) a missing batch.
+    """
     root = _require_root(root, "cifar10", _CIFAR_EXPECTED, download)
     folder = root / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    missing = [n for n in names if not (folder / n).is_file()]
+    files = [folder / n for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]]
+    missing = [p.name for p in files if not p.is_file()]
     if missing and not download:
         raise DataError(f"cifar10: {folder} lacks {', '.join(missing)} (needs data_batch_1..5 and test_batch): "
                         f"point --data-root at {_CIFAR_EXPECTED}, e.g. unpack cifar-10-python.tar.gz into {root}")
+    return files
+
+
+@DATASETS.register("cifar10")
+def _load_cifar10(*, root: Path | None, seed: int, input_shape: Shape | None, download: bool) -> _Loaded:
+    files = cifar10_files(root, download=download)
+    folder, missing = files[0].parent, not all(p.is_file() for p in files)
+    root = folder.parent
     from torchvision.datasets import CIFAR10
 
     try:

@@ -130,3 +130,16 @@ def test_config_file_with_unknown_key(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("space: seed-cnn\nepochz: 3\n")
     _one_line_error(run_cli("search", "--config", str(cfg), "--out", str(tmp_path / "r")), "epochz", "known keys")
+
+
+def test_a_sweep_without_budgets_prints_its_front(tmp_path, capsys):
+    """Shards without a latency budget neither predict nor measure: the front shows '-' for both."""
+    from hwnas.cli import main
+
+    rc = main(["search", "--space", "seed-cnn", "--dataset", "digits", "--seeds", "0,1", "--epochs", "2",
+               "--warmup-epochs", "1", "--fine-tune-epochs", "0", "--data-limit", "100", "--threads", "1",
+               "--no-ray", "--no-report", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("s0 ") or line.startswith("s1 ")]
+    assert rows and all(r[3] == "-" and r[4] == "-" for r in rows), out

@@ -252,3 +252,20 @@ def test_shared_copy_untouched(shared_mnist, tmp_path):
         shutil.copy(shared_mnist / f"{stem}.gz", tmp_path)
     assert _sizes(load_dataset("mnist", root=tmp_path, limit=10)) == (10, 10, 10)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.gz" for s in T10K)
+
+
+def test_a_process_reads_the_same_files_once_and_again_when_they_change(tmp_path, monkeypatch):
+    """A pooled Ray worker runs shards one after another: the second load of unchanged files is the
+    cached one (not read again); a rewritten file is read again."""
+    import hwnas.data as data
+
+    _write_pair(tmp_path, T10K, 200, gz=False)
+    reads: list[str] = []
+    real = DATASETS.get("mnist")
+    monkeypatch.setitem(DATASETS._items, "mnist", lambda **kw: reads.append("mnist") or real(**kw))
+    first = load_dataset("mnist", root=tmp_path)
+    again = load_dataset("mnist", root=tmp_path, limit=50)
+    assert reads == ["mnist"] and torch.equal(again.train.tensors[0], first.train.tensors[0][:50])
+    _write_pair(tmp_path, T10K, 300, gz=False)  # new files at the same paths
+    assert _sizes(load_dataset("mnist", root=tmp_path)) != _sizes(first) and reads == ["mnist", "mnist"]
+    assert len(data._CACHE) == 1

@@ -9,13 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import RayConfig, SearchConfig, SweepConfig
+from ..preflight import preflight
 from ..search.sweep import SweepResult, run_sweep
 
 
 def run_shards(cfg: SearchConfig, sweep: SweepConfig, ray_cfg: RayConfig, run_dir: str | Path, *,
                progress: bool = True, fresh: bool = False) -> SweepResult:
     """Run every shard of ``sweep`` (on Ray unless ``ray_cfg.enabled`` is False) into ``run_dir``; ``fresh``
-    deletes a previous run there first (else a different run in ``run_dir`` is refused)."""
+    deletes a previous run there first (else a different run in ``run_dir`` is refused).
+
+    ``hwnas.preflight`` runs first (data files, the cluster to join, the run folder), so that those errors are
+    one line each, before anything is scheduled and before Ray is imported or started."""
+    preflight(cfg, ray_cfg, run_dir)
     if not ray_cfg.enabled:
         return run_sweep(cfg, sweep, run_dir, progress=progress, fresh=fresh)
     from .driver import run_on_ray  # imports ray
