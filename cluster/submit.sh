@@ -12,6 +12,10 @@
 #   HWNAS_ENTRYPOINT_NUM_GPUS  GPUs to reserve for the driver process (ray job submit
 #                   --entrypoint-num-gpus); not needed for sweeps, whose shards ask Ray for GPUs
 #                   themselves (--gpus-per-shard)
+#   HWNAS_INSTALL   pip (default): the job installs hwnas and its dependencies from the uploaded
+#                   working dir (runtime_env.yaml `pip`), for stock rayproject/ray clusters;
+#                   image: the cluster's image already has them (cluster/Dockerfile): nothing is
+#                   installed, the code still comes from the upload
 #   PYTHON          a Python with ray installed, used to look up existing jobs (default python3)
 #   RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token: the cluster's token; when one is
 #                   found and RAY_AUTH_MODE is unset, this script sets RAY_AUTH_MODE=token (the Ray
@@ -51,6 +55,11 @@ HWNAS_STORAGE="${HWNAS_STORAGE:-/mnt/shared/hwnas}"
 HWNAS_STORAGE="${HWNAS_STORAGE%/}"
 RUN_DIR="$HWNAS_STORAGE/runs/$RUN_ID"
 PYTHON="${PYTHON:-python3}"
+HWNAS_INSTALL="${HWNAS_INSTALL:-pip}"
+[[ "$HWNAS_INSTALL" == pip || "$HWNAS_INSTALL" == image ]] || {
+  echo "submit.sh: HWNAS_INSTALL must be pip (stock Ray clusters) or image (got '$HWNAS_INSTALL')" >&2
+  exit 2
+}
 
 if [[ -z "${RAY_AUTH_MODE:-}" ]] &&
   [[ -n "${RAY_AUTH_TOKEN:-}" || -n "${RAY_AUTH_TOKEN_PATH:-}" || -f "$HOME/.ray/auth_token" ]]; then
@@ -115,6 +124,28 @@ print(JobSubmissionClient(os.environ["RAY_ADDRESS"]).get_job_status(sys.argv[1])
 fi
 
 echo "submission id: $job_id"
+# The runtime env: runtime_env.yaml, without `pip` for image clusters; with pip, a comment line naming the
+# hash of pyproject.toml, so that Ray builds a new environment when the dependencies change.
+runtime_env="$("$PYTHON" - "$HERE/runtime_env.yaml" "$ROOT/pyproject.toml" "$HWNAS_INSTALL" <<'EOF'
+import hashlib
+import json
+import sys
+
+import yaml
+
+env_file, pyproject, install = sys.argv[1:]
+with open(env_file) as f:
+    env = yaml.safe_load(f)
+if install == "image":
+    env.pop("pip", None)
+else:
+    with open(pyproject, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    env["pip"]["packages"].append(f"# hwnas dependencies: pyproject.toml sha256 {digest}")
+print(json.dumps(env))
+EOF
+)"
+echo "install:       $HWNAS_INSTALL"
 extra=()
 if [[ "${HWNAS_NO_WAIT:-0}" == 1 ]]; then
   extra+=(--no-wait)
@@ -126,6 +157,6 @@ ray job submit \
   --address "$RAY_ADDRESS" \
   --submission-id "$job_id" \
   --working-dir "$ROOT" \
-  --runtime-env "$HERE/runtime_env.yaml" \
+  --runtime-env-json "$runtime_env" \
   ${extra[@]+"${extra[@]}"} \
   -- python -m hwnas.cli search "$@" --out "$RUN_DIR" --no-progress

@@ -182,12 +182,15 @@ class RayConfig:
     gpus_per_shard: NonNegative = 0.0
     max_restarts: Count = 3  # actor restarts (a shard resumes from its last epoch checkpoint)
     max_failures: Count = 3  # Ray Train worker-group restarts of a data-parallel shard
-    schedule_timeout_s: PositiveFloat = 600.0  # a shard not started within this is an error, never a hang
+    # a sweep that makes no progress (nothing placed, started, advanced or finished) for this long while
+    # the cluster has room is an error; shards waiting for busy resources wait as long as it takes
+    schedule_timeout_s: PositiveFloat = 600.0
     autoscaling: bool = False  # the cluster adds nodes on demand: skip the up-front fit check (the timeout stays)
     storage: str | None = None  # URI (s3://, gs://, file://) for shard folders; None: under the run folder
     num_cpus: PositiveInt | None = None  # size of a local cluster hwnas starts (None: all cores)
     # object store of a local cluster (only paths and small dicts go through it); Ray's minimum is 75 MiB
     object_store_mb: Annotated[int, Range(80)] = 150
+    dashboard: bool = False  # a local cluster hwnas starts: Ray dashboard (and metrics) on 127.0.0.1
 
     def __post_init__(self) -> None:
         check_fields(self)

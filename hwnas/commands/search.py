@@ -77,6 +77,8 @@ def register(sub) -> None:
                                                         "clusters, fractions share a GPU)")
     r.add_argument("--autoscaling", action="store_true", default=None,
                    help="the cluster starts nodes on demand: do not refuse shards that no live node fits yet")
+    r.add_argument("--dashboard", action="store_true", default=None,
+                   help="a local cluster (no --ray-address): also start Ray's dashboard and metrics, on 127.0.0.1")
     r.add_argument("--storage", metavar="URI", help="keep shard folders at this URI (s3://bucket/run, gs://..., "
                                                     "file:///path) instead of under RUN_DIR; RUN_DIR gets a copy at "
                                                     "the end")
@@ -104,7 +106,7 @@ FIELDS = {**DATA_FIELDS, "space": "space", "relaxation": "relaxation", "epochs":
 
 RAY_FIELDS = {"ray_address": "address", "workers_per_shard": "workers_per_shard",
               "cpus_per_shard": "cpus_per_shard", "gpus_per_shard": "gpus_per_shard", "max_restarts": "max_restarts",
-              "autoscaling": "autoscaling", "storage": "storage"}
+              "autoscaling": "autoscaling", "storage": "storage", "dashboard": "dashboard"}
 
 
 def _floats(text: str | None, what: str, kind: type = float) -> list | None:
@@ -121,10 +123,13 @@ def _floats(text: str | None, what: str, kind: type = float) -> list | None:
 
 def print_front(front: list[dict]) -> None:
     print(f"{'shard':<14} {'arch id':<13} {'accuracy':>8} {'predicted ms':>12} {'measured ms':>11}  arch")
+
+    def ms(v: float | None) -> str:  # a shard without a budget neither predicts nor measures
+        return "-" if v is None else f"{v:.4f}"
+
     for c in front:
-        meas = c.get("measured_latency_ms")
-        print(f"{c['shard']:<14} {c['arch_id']:<13} {c['accuracy']:>8.4f} {c['predicted_latency_ms']:>12.4f} "
-              f"{meas if meas is None else round(meas, 4)!s:>11}  {c['arch']}")
+        print(f"{c['shard']:<14} {c['arch_id']:<13} {c['accuracy']:>8.4f} {ms(c.get('predicted_latency_ms')):>12} "
+              f"{ms(c.get('measured_latency_ms')):>11}  {c['arch']}")
 
 
 def _load(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
@@ -165,7 +170,8 @@ def _resume(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
         raise ConfigError(f"--resume takes its settings from {args.resume}/config.yaml; drop {', '.join(given)}")
     args.out = args.resume
     cfg, sweep, ray_cfg, is_sweep = load_settings(args.resume)  # a single search resumes from its checkpoint.pt
-    changes = {k: v for k, v in (("address", args.ray_address), ("max_restarts", args.max_restarts)) if v is not None}
+    changes = {k: v for k, v in (("address", args.ray_address), ("max_restarts", args.max_restarts),
+                                                 ("dashboard", args.dashboard)) if v is not None}
     if args.no_ray:
         changes["enabled"] = False
     return cfg, sweep, ray_cfg.replace(**changes), is_sweep
@@ -173,6 +179,7 @@ def _resume(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
 
 def run(args) -> int:
     from ..distributed import run_shards
+    from ..preflight import check_data
     from ..search import run_search
 
     if args.resume is None and args.out is None:
@@ -195,6 +202,7 @@ def run(args) -> int:
                 print(f"report: {path} (figures beside it; export the best arch with: hwnas export {args.out} "
                       f"--out EXPORT_DIR)")
         return 0
+    check_data(cfg)  # a missing or corrupt data root: one line, before the run folder or the supernet exist
     result = run_search(cfg, args.out, progress=not args.no_progress, fresh=args.fresh)
     if args.json:
         print_json(result.to_json())

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import ray
 
 from ..config import RayConfig
 from ..errors import ConfigError
+
+LOOPBACK = "127.0.0.1"
 
 
 @contextlib.contextmanager
@@ -17,9 +21,12 @@ def ray_session(cfg: RayConfig) -> Iterator[str]:
     """Connect for the duration of a run; yields a one-line description of the cluster.
 
     ``cfg.address`` (auto, HOST:PORT, ray://...) joins that cluster; else ``$RAY_ADDRESS`` (set inside a Ray
-    job) is joined; else a local cluster is started with safe defaults: no dashboard, usage stats off,
-    a bounded object store, token auth left as Ray sets it (on by default for local clusters since 2.59).
-    A session that was already initialised in this process (a notebook, a test) is reused and kept.
+    job) is joined; else a local cluster is started with safe defaults: every Ray process listens on
+    127.0.0.1 only (GCS, raylet, object manager, workers, agents, metrics), no dashboard and no metrics
+    collection unless ``cfg.dashboard`` (then both, on 127.0.0.1), usage stats off, a bounded object store,
+    token auth as Ray sets it (on for local clusters since 2.59; never disabled here) with the token file
+    made private (0600). A session that was already initialised in this process (a notebook, a test) is
+    reused and kept.
     """
     if ray.is_initialized():
         yield _describe("existing session")
@@ -31,17 +38,90 @@ def ray_session(cfg: RayConfig) -> Iterator[str]:
             ray.init(address=address, log_to_driver=True)
             how = f"joined {address}"
         else:
+            _private_token_file(create=True)
             # address="local": a new cluster, never one that `ray start` left running on this machine
-            ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(), include_dashboard=False,
-                     object_store_memory=cfg.object_store_mb * 2**20)
-            how = "local cluster"
+            with _loopback_node():
+                ctx = ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(),
+                               object_store_memory=cfg.object_store_mb * 2**20, _node_ip_address=LOOPBACK,
+                               include_dashboard=cfg.dashboard, dashboard_host=LOOPBACK,
+                               _system_config=None if cfg.dashboard else {"enable_metrics_collection": False})
+            _private_token_file(create=False)  # in case Ray wrote one after all (it uses the umask: 0644)
+            how = f"local cluster on {LOOPBACK}"
+            if cfg.dashboard and ctx.dashboard_url:
+                how += f", dashboard http://{ctx.dashboard_url}"
     except ConnectionError as err:
         raise ConfigError(f"could not connect to the Ray cluster at {address!r} ({err}); check --ray-address "
-                          "(auto, HOST:6379 or ray://HOST:10001) and that the head node is running") from None
+                          "(auto, HOST:6379 or ray://HOST:10001), that the head node is running, and for a cluster "
+                          "with token authentication set RAY_AUTH_MODE=token with its token in ~/.ray/auth_token "
+                          "or $RAY_AUTH_TOKEN") from None
     try:
         yield _describe(how)
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """While a local cluster starts, let its node address stay 127.0.0.1.
+
+    Ray 2.60 replaces a loopback ``_node_ip_address`` by the machine's outbound IP (``resolve_ip_for_localhost``)
+    unless multi-node clusters are off (``ray_constants.ENABLE_RAY_CLUSTER``, read from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when ray is imported), and its servers listen on 0.0.0.0 / [::]
+    (gRPC: GCS, raylet, object manager, workers; the metrics exporters on fixed ports 44217 and 44227) unless
+    the node address is loopback. So both are switched for the start only: the processes ``ray.init`` starts
+    inherit the variable, and joining other clusters later in this process is unaffected.
+    tests/test_cluster_safety.py lists the listening sockets of a real sweep to catch a Ray upgrade that
+    changes this.
+    """
+    from ray._private import ray_constants
+
+    var = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    saved_flag, saved_env = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True), os.environ.get(var)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[var] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = saved_env
+
+
+def token_file() -> Path | None:
+    """The file a local cluster's auth token is read from, in Ray's order: None when ``$RAY_AUTH_TOKEN``
+    holds the token itself, else ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(path).expanduser() if path else Path.home() / ".ray" / "auth_token"
+
+
+def _private_token_file(*, create: bool) -> None:
+    """Keep the token file readable by its owner only.
+
+    Ray 2.60 writes a new ``~/.ray/auth_token`` with ``open(path, "w")`` (mode 0644 under the usual umask)
+    and ``ray get-auth-token --generate`` does the same. With ``create``, a missing default token file is
+    made here first, mode 0600 from the start, with a token like Ray's (256 random bits, hex); an existing
+    file of ours keeps its token and loses its group/other permission bits. Best effort: a file of another
+    user or on a read-only mount is left as it is.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    path = token_file()
+    if path is None:
+        return
+    if create and not path.exists() and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        with contextlib.suppress(OSError):  # exists by now, or unwritable: then Ray reports it
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            path.chmod(st.st_mode & 0o700)
 
 
 def _describe(how: str) -> str:
