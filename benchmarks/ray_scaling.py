@@ -1,11 +1,14 @@
 """The same N shards one after another, in plain parallel processes, and on Ray, side by side.
 
-Each round runs, on identical shards (1 torch thread each), alternating and each in a fresh process:
+Each round runs, on identical shards (seed-cnn on digits without a latency budget, so that no table probe
+or measurement phase enters the walls; 1 torch thread each), alternating and each in a fresh process:
 
 * ``sequential``: the in-process sweep (``--no-ray``), the shards one after another;
 * ``processes``: the shards split over ``--cpus`` plain processes (no Ray): what this machine's cores give
   when nothing but the shards runs, i.e. the ceiling any scheduler can reach here;
 * ``ray``: the Ray sweep of this checkout (a fresh local cluster of ``--cpus`` CPUs, one CPU per shard);
+* ``ray-joined``: the same sweep joining a cluster that runs already (``ray start --head`` once, before the
+  rounds; ``--ray-address``), as on a real cluster: no cluster start or shutdown in the wall;
 * ``ray-baseline`` (with ``--baseline DIR``): the Ray sweep of another checkout of hwnas, e.g. the commit
   before the worker pool (``git worktree add /tmp/hwnas-base <commit>``).
 
@@ -20,8 +23,10 @@ taken inside each process around the sweep call (imports excluded: the same for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,15 +35,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("sequential", "processes", "ray", "ray-baseline")
+VARIANTS = ("sequential", "processes", "ray", "ray-joined", "ray-baseline")
 
 
 def configs(args: argparse.Namespace, seeds: list[int]):
     from hwnas.config import SearchConfig, SweepConfig
 
+    # no latency budget: no table probe and no measurement phase, so the walls compare scheduling alone
     cfg = SearchConfig(space="seed-cnn", dataset="digits", data_limit=args.data_limit, epochs=args.epochs,
-                       warmup_epochs=1, fine_tune_epochs=1, threads=1, target_ms=0.08)
-    return cfg, SweepConfig(targets=[0.08], seeds=seeds)
+                       warmup_epochs=1, fine_tune_epochs=1, threads=1)
+    return cfg, SweepConfig(seeds=seeds)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -49,7 +55,7 @@ def child(args: argparse.Namespace) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg, sweep = configs(args, seeds)
     ray_cfg = RayConfig(enabled=False) if args.child in ("sequential", "processes") else \
-        RayConfig(num_cpus=args.cpus, cpus_per_shard=1)
+        RayConfig(num_cpus=args.cpus, cpus_per_shard=1, address=args.address)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         res = run_shards(cfg, sweep, ray_cfg, d, progress=False)
@@ -63,7 +69,9 @@ def child(args: argparse.Namespace) -> None:
 def launch(variant: str, args: argparse.Namespace, seeds: list[int], repo: Path) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--seeds", ",".join(map(str, seeds)),
            "--epochs", str(args.epochs), "--data-limit", str(args.data_limit), "--cpus", str(args.cpus)]
-    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_USAGE_STATS_ENABLED": "0"}
+    if variant == "ray-joined":
+        cmd += ["--address", args.address]
+    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     return subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -100,13 +108,37 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/ray_scaling.json")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--seeds", help=argparse.SUPPRESS)
+    ap.add_argument("--address", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
         return
     variants = [v for v in VARIANTS if v != "ray-baseline" or args.baseline]
     lanes = min(args.shards, args.cpus)
-    rows = []
+    rows: list[dict] = []
+    with head(args.cpus) as args.address:
+        rounds(args, variants, lanes, rows)
+    summarise(args, variants, lanes, rows)
+
+
+@contextlib.contextmanager
+def head(cpus: int):
+    """A Ray head started once with ``ray start`` (for ``ray-joined``); its GCS address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # the token in ~/.ray
+    subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0",
+                    "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_bin, "stop"], env=env, stdout=subprocess.DEVNULL, check=False)
+
+
+def rounds(args: argparse.Namespace, variants: list[str], lanes: int, rows: list[dict]) -> None:
     for r in range(args.rounds):
         got = {v: run_variant(v, args) for v in variants}
         seq = got["sequential"]["wall"]
@@ -119,6 +151,9 @@ def main() -> None:
             print(f"round {r} {v:<13} wall {row['wall_s']:6.1f} s  speed-up {row['speedup']:.2f}x  efficiency "
                   f"{row['efficiency']:.0%}  overhead {row['overhead_s']:5.1f} s  shard seconds "
                   f"{row['shard_seconds_sum']:.0f}  same archs {row['same_archs']}", flush=True)
+
+
+def summarise(args: argparse.Namespace, variants: list[str], lanes: int, rows: list[dict]) -> None:
     med = {v: {k: statistics.median(x[k] for x in rows if x["variant"] == v)
                for k in ("wall_s", "speedup", "efficiency", "overhead_s", "shard_seconds_sum")} for v in variants}
     for v, m in med.items():

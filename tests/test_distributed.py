@@ -227,6 +227,24 @@ def test_six_shards_queue_on_two_cpus_past_a_timeout_shorter_than_one_shard(loca
     assert "ETA" in out
 
 
+def test_sweep_eta_fills_the_free_lanes_with_the_waiting_shards():
+    from collections import deque
+
+    from hwnas.distributed.pool import ShardPool, Worker
+
+    pool = object.__new__(ShardPool)  # the arithmetic only: no cluster
+    now = time.monotonic()
+    pool.durations, pool.queue = [100.0], deque(["a", "b", "c"])
+    pool.workers = [Worker(None, None, placed=True, spec="x", started=now - 40),
+                    Worker(None, None, placed=True, spec="y", started=now - 10), Worker(None, None)]
+    # lanes free after 60 s and 90 s; a -> 160, b -> 190, c -> 260 (the unplaced worker is no lane)
+    assert pool.eta() == pytest.approx(260, abs=1)
+    pool.queue.clear()
+    assert pool.eta() == pytest.approx(90, abs=1)
+    pool.workers = []
+    assert pool.eta() is None
+
+
 def test_pool_capacity_counts_what_the_nodes_can_hold_at_once():
     from hwnas.distributed.pool import capacity, demand
 

@@ -107,7 +107,7 @@ def test_a_ray_sweep_measures_on_the_driver_after_the_shards(tmp_path, capsys):
     finally:
         ray.shutdown()
     out = capsys.readouterr().out
-    assert out.index("shard t0.08-s0 finished") < out.index("measured 1/1: t0.08-s0")
+    assert out.index("shard t0.08-s0 done in") < out.index("measured 1/1: t0.08-s0")
     (cand,) = res.candidates
     assert cand["resources"]["placement"] == "ray-actor"
     for r in _records(tmp_path / "run"):

@@ -99,11 +99,11 @@ class ShardPool:
         self.replacements = len(todo)  # workers that may replace dead ones, at most
         self.workers: list[Worker] = [self._spawn() for _ in range(self.size)]
         self.done = 0
-        self.t0 = self.last_progress = time.monotonic()
+        self.durations: list[float] = []  # seconds of each finished shard (for the ETA)
+        self.last_progress = time.monotonic()
         self.ever_placed = False
         self.bar = tqdm(total=len(todo), desc="sweep", unit="shard", position=0, leave=True, disable=not self.tty,
-                        dynamic_ncols=True, bar_format="{desc} {bar} {n}/{total} shards [{elapsed}<{remaining}]"
-                        "{postfix}")
+                        dynamic_ncols=True, bar_format="{desc} {bar} {n}/{total} shards [{elapsed}]{postfix}")
         self._line = ""
         self._show()
 
@@ -179,7 +179,8 @@ class ShardPool:
                 self._replace(w)
             return
         self.done += 1
-        self._end(w, self.events.on_done(spec, cand, time.monotonic() - w.started))
+        self.durations.append(time.monotonic() - w.started)
+        self._end(w, self.events.on_done(spec, cand, self.durations[-1]))
 
     def _end(self, w: Worker, line: str) -> None:
         if w.bar is not None:
@@ -261,14 +262,26 @@ class ShardPool:
             line += f", {failed} failed"
         if self.tty:
             self.bar.n = self.done + failed
-            self.bar.set_postfix_str(line)
+            eta = self.eta()
+            self.bar.set_postfix_str(line + (f", ETA {eta:.0f} s" if eta is not None else ""))
         elif self.progress and line != self._line:
-            eta = ""
-            if self.done and (self.queue or running):
-                per = (time.monotonic() - self.t0) / self.done
-                eta = f", ETA {per * (waiting + running):.0f} s (from the {self.done} finished)"
-            print(f"sweep: {line} of {self.total} shards{eta}", flush=True)
+            eta = self.eta()
+            note = f", ETA {eta:.0f} s (from the {self.done} finished)" if eta is not None else ""
+            print(f"sweep: {line} of {self.total} shards{note}", flush=True)
         self._line = line
+
+    def eta(self) -> float | None:
+        """Seconds until the queue is done, from the mean duration of the finished shards: each running
+        shard needs the rest of that mean, and the waiting ones go, in order, to the lane free first."""
+        if not self.durations or not (self.queue or any(w.spec for w in self.workers)):
+            return None
+        mean, now = sum(self.durations) / len(self.durations), time.monotonic()
+        lanes = [max(0.0, mean - (now - w.started)) if w.spec is not None else 0.0
+                 for w in self.workers if w.placed] or [0.0]
+        for _ in self.queue:
+            i = lanes.index(min(lanes))
+            lanes[i] += mean
+        return max(lanes)
 
 
 def _fmt(res: dict[str, float]) -> str:
