@@ -128,7 +128,9 @@ def head(cpus: int):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # the token in ~/.ray
+    # the token in ~/.ray; workers import torch and hwnas as they start, as cluster/ configures its nodes
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_preload_python_modules": "torch,hwnas.distributed.actor"}
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0",
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
                    stdout=subprocess.DEVNULL)

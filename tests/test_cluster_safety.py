@@ -119,11 +119,13 @@ if mode == "sweep":
     print("CANDIDATES", len(res.candidates), flush=True)
 else:
     import ray
-    from hwnas.distributed.cluster import ray_session
+    from hwnas.distributed.cluster import PRELOAD, ray_session
 
     with ray_session(RayConfig(num_cpus=1, dashboard=True)) as where:
         print(where, flush=True)
-        assert ray.get(ray.remote(lambda: 1).remote(), timeout=60) == 1
+        # a worker process has torch and hwnas imported before it runs anything (PRELOAD)
+        missing = ray.get(ray.remote(lambda: [m for m in PRELOAD if m not in sys.modules]).remote(), timeout=60)
+        assert missing == [], f"not preloaded in the worker: {missing}"
         print("READY", flush=True)
         sys.stdin.readline()
 """
@@ -294,3 +296,12 @@ def test_dashboard_is_off_by_default_and_a_flag():
     from hwnas.commands.search import RAY_FIELDS
 
     assert RAY_FIELDS["dashboard"] == "dashboard"
+
+
+def test_cluster_nodes_preload_what_a_local_cluster_preloads():
+    from hwnas.distributed.cluster import PRELOAD
+
+    setting = "RAY_preload_python_modules=" + ",".join(PRELOAD)
+    for name in ("cluster/Dockerfile", "cluster/launcher/gpu.yaml", "benchmarks/ray_scaling.py"):
+        text = (ROOT / name).read_text()
+        assert setting in text or setting.replace("=", '": "', 1) in text, f"{name} lacks {setting}"

@@ -14,6 +14,9 @@ from ..config import RayConfig
 from ..errors import ConfigError
 
 LOOPBACK = "127.0.0.1"
+# imported by every Ray worker process as it starts, so a pooled shard worker is placed on a process that has
+# torch and hwnas loaded already (Ray's ``preload_python_modules``; cluster/ sets RAY_preload_python_modules)
+PRELOAD = ("torch", "hwnas.distributed.actor")
 
 
 @contextlib.contextmanager
@@ -24,6 +27,7 @@ def ray_session(cfg: RayConfig) -> Iterator[str]:
     job) is joined; else a local cluster is started with safe defaults: every Ray process listens on
     127.0.0.1 only (GCS, raylet, object manager, workers, agents, metrics), no dashboard and no metrics
     collection unless ``cfg.dashboard`` (then both, on 127.0.0.1), usage stats off, a bounded object store,
+    worker processes that import torch and hwnas as they start (``PRELOAD``),
     token auth as Ray sets it (on for local clusters since 2.59; never disabled here) with the token file
     made private (0600). A session that was already initialised in this process (a notebook, a test) is
     reused and kept.
@@ -44,7 +48,8 @@ def ray_session(cfg: RayConfig) -> Iterator[str]:
                 ctx = ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count(),
                                object_store_memory=cfg.object_store_mb * 2**20, _node_ip_address=LOOPBACK,
                                include_dashboard=cfg.dashboard, dashboard_host=LOOPBACK,
-                               _system_config=None if cfg.dashboard else {"enable_metrics_collection": False})
+                               _system_config={"preload_python_modules": list(PRELOAD),
+                                               **({} if cfg.dashboard else {"enable_metrics_collection": False})})
             _private_token_file(create=False)  # in case Ray wrote one after all (it uses the umask: 0644)
             how = f"local cluster on {LOOPBACK}"
             if cfg.dashboard and ctx.dashboard_url:
