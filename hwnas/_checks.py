@@ -87,6 +87,8 @@ def _describe(hint: Any) -> str:
         return "a list" if args[0] is Any else f"a list (each {_describe(args[0])})"
     if origin is dict:
         return "a mapping" + ("" if args[1] is Any else f" (each value {_describe(args[1])})")
+    if dataclasses.is_dataclass(hint):
+        return f"a mapping of {', '.join(f.name for f in dataclasses.fields(hint))}"
     return {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string",
             type(None): "null", Any: "anything"}.get(hint, str(hint))
 
@@ -137,6 +139,12 @@ def _conform(value: Any, hint: Any) -> Any:
             except _Mismatch as err:
                 raise _Mismatch(f"[{k!r}]{err.path}", err.value, err.hint) from None
         return out
+    if dataclasses.is_dataclass(hint):  # a nested block (``final:``): its mapping builds the dataclass
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict) or not set(value) <= {f.name for f in dataclasses.fields(hint)}:
+            raise _Mismatch("", value, hint)
+        return hint(**value)
     if hint is Any or (hint is type(None) and value is None):
         return value
     if hint is bool and isinstance(value, bool):

@@ -10,7 +10,7 @@ import sys
 from .errors import HwnasError
 
 # Command modules, in the order ``hwnas --help`` lists them. Each defines ``register(subparsers)``.
-COMMAND_MODULES = ("spaces", "search", "train", "latency", "devicekit", "export", "report")
+COMMAND_MODULES = ("spaces", "search", "finalize", "train", "latency", "devicekit", "export", "report")
 
 DESCRIPTION = """\
 hwnas: hardware-aware differentiable neural architecture search.
@@ -22,6 +22,7 @@ Typical flow:
                                                       search under a 0.04 ms budget, derive arch.json
   hwnas search --targets 0.02,0.04,0.08 --out runs/p  one shard per budget on Ray -> pareto.json, report/
   hwnas search --resume runs/p                        finish a sweep whose driver died
+  hwnas finalize runs/p --seeds 0,1,2                 retrain the candidates from scratch; front with intervals
   hwnas report runs/p                                 report.md + figures (Pareto, probabilities, latency)
   hwnas train runs/a/arch.json                        retrain the derived arch, report test accuracy
   hwnas export runs/p --out exports/p                 the best arch as checked ONNX (+ .ort, int8)

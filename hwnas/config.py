@@ -80,6 +80,7 @@ class SearchConfig:
     dual_lr: PositiveFloat = 0.2  # budget: dual-ascent step on lambda per architecture step
     dual_margin: Fraction = 0.02  # budget: lambda grows until E[T] <= target * (1 - margin)
     fine_tune_epochs: Count = 3  # sweeps: fine-tune each derived arch from the supernet before scoring it
+    verify_k: PositiveInt = 3  # sweeps: fine-tune the k most probable archs within the budget, keep the best on val
     fine_tune_lr_factor: PositiveFloat = 0.4  # sweeps: the fine-tune's peak lr is lr * this
 
     def __post_init__(self) -> None:
@@ -150,12 +151,28 @@ class TrainConfig:
 
 
 @dataclass
+class FinalConfig:
+    """Final training (``hwnas finalize``, or a sweep's ``final:`` block): every candidate retrained from
+    scratch on the training split with each seed, scored on the test split."""
+
+    epochs: PositiveInt = 15
+    seeds: list[Seed] = field(default_factory=lambda: [0, 1, 2])
+    lr: LearningRate = 0.05  # peak of the one-cycle schedule (as hwnas train)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise FieldError("seeds", f"final seeds must list distinct seeds, got {self.seeds}")
+
+
+@dataclass
 class SweepConfig:
     """Which shards a run has: one search per latency target x seed x part of the space."""
 
     targets: list[PositiveFloat | None] = field(default_factory=lambda: [None])  # latency budgets (ms)
     seeds: list[Seed] = field(default_factory=lambda: [0])
     shards_per_target: PositiveInt = 1  # > 1 splits the space's widest label into this many sub-spaces
+    final: FinalConfig | None = None  # set: the sweep ends with final training (``hwnas finalize``)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from matplotlib.container import ErrorbarContainer
 
 from hwnas.config import SearchConfig, SweepConfig
 from hwnas.errors import HwnasError
-from hwnas.report import load_run, write_report
+from hwnas.report import load_run, plots, write_report
+from hwnas.run import write_front
 from hwnas.search.loop import run_search
+from hwnas.search.stats import mean_ci
 from hwnas.search.sweep import run_sweep
 
 FAST = dict(space="seed-cnn", dataset="digits", data_limit=200, epochs=3, warmup_epochs=1, fine_tune_epochs=1,
@@ -159,3 +162,74 @@ def test_not_a_run_folder(tmp_path):
     assert "Traceback" not in err and len(err.splitlines()) == 1
     with pytest.raises(HwnasError, match="does not exist"):
         write_report(tmp_path / "nope")
+
+
+# ---- a finalized run: accuracy = mean of seeds with a 95% interval --------------------------------------
+
+FINAL_KIND = "test accuracy, mean of 3 seeds trained from scratch for 10 epochs (95% t-interval)"
+
+
+def _final(i: int, runs: list[float], ms: float, search: float) -> dict:
+    mean, lo, hi = mean_ci(runs)
+    return {"arch": {"c": i}, "arch_id": f"a{i}", "shard": f"t{ms:g}-s0", "accuracy": mean,
+            "accuracy_kind": FINAL_KIND, "accuracy_ci": [lo, hi], "accuracy_runs": runs,
+            "search_accuracy": search, "search_accuracy_kind": "validation accuracy with the supernet's weights",
+            "predicted_latency_ms": ms * 1.02, "measured_latency_ms": ms, "target_latency_ms": ms}
+
+
+@pytest.fixture
+def finalized_run(tmp_path) -> Path:
+    """A hand-made sweep folder (config, candidates.jsonl, pareto.json) as ``hwnas finalize`` leaves it:
+    a2 is slower and less accurate than a1 but within its interval, a3 is beaten beyond the intervals."""
+    run = tmp_path / "final"
+    run.mkdir()
+    (run / "config.yaml").write_text("space: seed-cnn\ndataset: digits\ntargets: [0.02, 0.03, 0.05]\nseeds: [0]\n")
+    cands = [_final(1, [0.965, 0.97, 0.975], 0.02, 0.91), _final(2, [0.95, 0.96, 0.97], 0.03, 0.93),
+             _final(3, [0.90, 0.905, 0.91], 0.05, 0.94)]
+    front = write_front(run, cands)
+    assert [c["arch_id"] for c in front] == ["a1", "a2"]
+    return run
+
+
+def test_finalized_run_draws_error_bars_and_shows_intervals(finalized_run, monkeypatch):
+    axes = {}
+    save = plots.save
+
+    def spy(fig, path):
+        axes[path.stem] = fig.axes[0]
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save", spy)
+    text = write_report(finalized_run).read_text()
+    ax = axes["pareto"]
+    bars = [b for b in ax.containers if isinstance(b, ErrorbarContainer)]
+    segments = sorted((float(s[0][0]), float(s[0][1]), float(s[1][1]))
+                      for b in bars for col in b.lines[2] for s in col.get_segments())
+    cands = sorted(load_run(finalized_run).candidates, key=lambda c: c["measured_latency_ms"])
+    assert len(segments) == 3  # the front's two and the dominated one's
+    for (x, lo, hi), c in zip(segments, cands, strict=True):
+        assert x == pytest.approx(c["measured_latency_ms"])
+        assert (lo, hi) == pytest.approx((100 * c["accuracy_ci"][0], 100 * c["accuracy_ci"][1]))
+    assert "test accuracy" in ax.get_ylabel() and "3 seeds" in ax.get_ylabel() and "95% interval" in ax.get_ylabel()
+    assert_png(finalized_run / "report" / "pareto.png")
+
+    table = text.split("## Pareto front")[1].split("## Figures")[0]
+    assert f"Accuracy: {FINAL_KIND}." in table and "Search accuracy: validation accuracy" in table
+    assert "beyond both accuracy intervals" in table and "| search accuracy (%) |" in table
+    row = next(r for r in table.splitlines() if r.startswith("| t0.02-s0 |"))
+    assert "| 97.00 (95.76-98.24, 3 seeds) | 91.0 |" in row  # 0.97 +- 4.3027 * 0.005 / sqrt(3)
+    assert not any(r.startswith("| t0.05-s0 |") for r in table.splitlines())
+    assert "Vertical bars" in text.split("## Figures")[1]
+
+
+def test_report_without_intervals_draws_no_error_bars(finalized_run, monkeypatch):
+    cands = [{k: v for k, v in c.items() if k not in ("accuracy_ci", "accuracy_runs", "search_accuracy")}
+             for c in load_run(finalized_run).candidates]
+    write_front(finalized_run, cands)
+    axes = {}
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (axes.setdefault(path.stem, fig.axes[0]), save(fig, path))[1])
+    text = write_report(finalized_run).read_text()
+    assert not [b for b in axes["pareto"].containers if isinstance(b, ErrorbarContainer)]
+    assert axes["pareto"].get_ylabel() == "test accuracy (%)"
+    assert "search accuracy (%)" not in text and "| 97.0 |" in text

@@ -4,6 +4,7 @@ allowed and the fix (exit 2), never a traceback or a run that silently goes on w
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -28,7 +29,7 @@ SMALL = ["--epochs", "2", "--warmup-epochs", "1", "--data-limit", "100", "--thre
 ARCH = {"C_i": 16, "C_o": 32, "k": 3, "k_p": 2, "n": 128, "act": "relu"}
 NEW_KEYS = {"weight_grad_clip": 5.0, "arch_beta1": 0.5, "arch_beta2": 0.999, "hypergrad_lr": 0.05,
             "data_seed_stride": 1009, "val_seed_offset": 7919, "hypergrad_seed_stride": 7, "fbnet_a": 0.2,
-            "fbnet_b": 0.6, "dual_margin": 0.02, "fine_tune_lr_factor": 0.4}
+            "fbnet_b": 0.6, "dual_margin": 0.02, "fine_tune_lr_factor": 0.4, "verify_k": 3}
 
 
 def cli_error(capsys, *argv: str) -> str:
@@ -205,8 +206,11 @@ def test_fine_tune_lr_factor_and_seed_stride_reach_the_fine_tune(monkeypatch, tm
         seen["tcfg"] = tcfg
         return type("R", (), {"val_accuracy": 0.6})(), None
 
+    verify = importlib.import_module("hwnas.search.verify")
     monkeypatch.setattr(sweep, "run_search", fake_search)
-    monkeypatch.setattr(sweep, "train_arch", fake_train)
+    monkeypatch.setattr(verify, "options", lambda c, d: [(ARCH, None, None)])  # no checkpoint: derive nothing
+    monkeypatch.setattr(verify, "load_for", lambda *a, **k: None)
+    monkeypatch.setattr(verify, "train_arch", fake_train)
     cand = sweep.run_shard(sweep.ShardSpec("s0", cfg), tmp_path / "s0")
     assert cand["accuracy"] == 0.6
     assert seen["tcfg"].lr == pytest.approx(0.025) and seen["tcfg"].data_seed_stride == 13

@@ -64,6 +64,9 @@ def register(sub) -> None:
     h.add_argument("--dual-lr", type=float, help="budget: dual-ascent step size on lambda (default 0.2)")
     h.add_argument("--fine-tune-epochs", type=int,
                    help="sweeps: fine-tune each derived arch this many epochs before scoring it (default 3)")
+    h.add_argument("--verify-k", type=int, metavar="K",
+                   help="sweeps: derive the K most probable archs within each budget, fine-tune each and keep the "
+                        "best on the validation split (default 3; 1 = the most probable arch only)")
     r = p.add_argument_group("sweeps on Ray (see cluster/README.md)")
     r.add_argument("--shards-per-target", type=int, metavar="K",
                    help="split the space's widest label into this many sub-spaces, one shard each (default 1)")
@@ -101,7 +104,8 @@ FIELDS = {**DATA_FIELDS, "space": "space", "relaxation": "relaxation", "epochs":
           "warmup_epochs": "warmup_epochs", "batch_size": "batch_size", "lr": "lr", "arch_lr": "arch_lr",
           "tau_max": "tau_max", "tau_min": "tau_min", "learn_dropout": "learn_dropout",
           "latency_table": "latency_table", "hw_loss": "hw_loss", "target_ms": "target_ms",
-          "hw_lambda": "hw_lambda", "dual_lr": "dual_lr", "fine_tune_epochs": "fine_tune_epochs"}
+          "hw_lambda": "hw_lambda", "dual_lr": "dual_lr", "fine_tune_epochs": "fine_tune_epochs",
+          "verify_k": "verify_k"}
 
 
 RAY_FIELDS = {"ray_address": "address", "workers_per_shard": "workers_per_shard",
@@ -122,13 +126,19 @@ def _floats(text: str | None, what: str, kind: type = float) -> list | None:
 
 
 def print_front(front: list[dict]) -> None:
-    print(f"{'shard':<14} {'arch id':<13} {'accuracy':>8} {'predicted ms':>12} {'measured ms':>11}  arch")
+    ci = any(c.get("accuracy_ci") for c in front)  # after hwnas finalize: the mean and its 95% interval
+    width = 24 if ci else 8
+    print(f"{'shard':<14} {'arch id':<13} {'accuracy':>{width}} {'predicted ms':>12} {'measured ms':>11}  arch")
 
     def ms(v: float | None) -> str:  # a shard without a budget neither predicts nor measures
         return "-" if v is None else f"{v:.4f}"
 
+    def acc(c: dict) -> str:
+        lo_hi = c.get("accuracy_ci")
+        return f"{c['accuracy']:.4f}" + (f" ({lo_hi[0]:.4f}-{lo_hi[1]:.4f})" if lo_hi else "")
+
     for c in front:
-        print(f"{c['shard']:<14} {c['arch_id']:<13} {c['accuracy']:>8.4f} {ms(c.get('predicted_latency_ms')):>12} "
+        print(f"{c['shard']:<14} {c['arch_id']:<13} {acc(c):>{width}} {ms(c.get('predicted_latency_ms')):>12} "
               f"{ms(c.get('measured_latency_ms')):>11}  {c['arch']}")
 
 

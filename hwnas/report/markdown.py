@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .load import Run, Shard, is_noisy, latency_ms, latency_source, prediction_errors, source_label
-from .plots import FIGURE_NAMES, Figures
+from .plots import FIGURE_NAMES, Figures, interval, seeds_of
 
 DECIDED = 0.9  # a label is decided when its most probable value holds at least this probability
 
@@ -65,6 +65,9 @@ def summary(run: Run) -> str:
         rows.append(("latency source", _sources(run, device)))
     if run.candidates:
         rows.append(("accuracy", run.candidates[0].get("accuracy_kind") or "validation accuracy"))
+        search_kind = next((c["search_accuracy_kind"] for c in run.candidates if c.get("search_accuracy_kind")), None)
+        if search_kind or any(c.get("search_accuracy") is not None for c in run.candidates):
+            rows.append(("search accuracy", search_kind or "the accuracy the search reported"))
     if (c.get("shards_per_target") or 1) > 1:
         rows.append(("shards per target", f"{c['shards_per_target']} (the space split into sub-spaces)"))
     if isinstance(c.get("ray"), dict):
@@ -77,26 +80,58 @@ def summary(run: Run) -> str:
 
 # ---- Pareto table ------------------------------------------------------------------------------------
 def pareto_table(run: Run) -> str:
-    """One row per front entry (fastest first)."""
+    """One row per front entry (fastest first); the accuracy with its interval and seeds when it has one
+    (``hwnas finalize``), and the search's own accuracy in a column of its own when recorded."""
     head = "## Pareto front\n"
     if not run.front:
         why = ("no candidate has a latency (the search ran without a latency table)" if run.candidates
                else "no search has finished yet")
         return f"{head}\nNo front: {why}.\n"
-    rows = ["| shard | arch id | accuracy (%) | predicted (ms) | measured (ms) | latency source | budget (ms) | arch |",
-            "| --- | --- | ---: | ---: | ---: | --- | ---: | --- |"]
+    with_ci = any(interval(c) for c in run.front)
+    search = any(c.get("search_accuracy") is not None for c in run.front)
+    acc_head = "accuracy (%): mean (interval, seeds)" if with_ci else "accuracy (%)"
+    rows = [f"| shard | arch id | {acc_head} |" + (" search accuracy (%) |" if search else "")
+            + " predicted (ms) | measured (ms) | latency source | budget (ms) | arch |",
+            "| --- | --- | ---: |" + (" ---: |" if search else "") + " ---: | ---: | --- | ---: | --- |"]
     for c in sorted(run.front, key=lambda c: latency_ms(c) or 0.0):
         meas = c.get("measured_latency_ms") if latency_source(c) == "measured" else None
-        rows.append(f"| {c.get('shard', '')} | `{c.get('arch_id', '?')}` | {_pct(c.get('accuracy'))} | "
-                    f"{_num(c.get('predicted_latency_ms'))} | {_num(meas)} | {source_label(c, run.device)} | "
+        rows.append(f"| {c.get('shard', '')} | `{c.get('arch_id', '?')}` | {accuracy_text(c)} | "
+                    + (f"{_pct(c.get('search_accuracy'))} | " if search else "")
+                    + f"{_num(c.get('predicted_latency_ms'))} | {_num(meas)} | {source_label(c, run.device)} | "
                     f"{_num(c.get('target_latency_ms'))} | `{_arch(c.get('arch') or {})}` |")
     n = len(run.with_latency)
     noisy = sum(is_noisy(c) for c in run.front)
     note = (f" {noisy} front entr{'y' if noisy == 1 else 'ies'} marked noisy: the measurement could not be made "
             "quiet (its trials disagree by the spread shown)." if noisy else "")
-    return f"{head}\n{len(run.front)} of {n} candidate(s) are on the front (no other is both more accurate and " \
-           "faster; latency = measured on the table's device when it was, else the table's prediction; the " \
-           f"latency source column says which).{note}\n\n" + "\n".join(rows) + "\n"
+    rule = ("no other at least as fast is more accurate beyond both accuracy intervals, i.e. its interval's "
+            "low end above this one's high end; overlapping intervals keep both, so the front need not rise "
+            "monotonically" if with_ci else "no other is both more accurate and faster")
+    kinds = _front_kinds(run)
+    return f"{head}\n{kinds}{len(run.front)} of {n} candidate(s) are on the front ({rule}; latency = measured " \
+           "on the table's device when it was, else the table's prediction; the latency source column says " \
+           f"which).{note}\n\n" + "\n".join(rows) + "\n"
+
+
+def accuracy_text(c: dict[str, Any]) -> str:
+    """``98.12 (97.90-98.34, 3 seeds)`` with an interval (percent, 2 decimals), else ``98.1``."""
+    iv = interval(c)
+    if iv is None or c.get("accuracy") is None:
+        n = seeds_of(c)
+        return _pct(c.get("accuracy")) + (f" ({n} seed{'s' if n > 1 else ''})" if n else "")
+    n = seeds_of(c)
+    seeds = f", {n} seeds" if n else ""
+    return f"{100 * float(c['accuracy']):.2f} ({100 * iv[0]:.2f}-{100 * iv[1]:.2f}{seeds})"
+
+
+def _front_kinds(run: Run) -> str:
+    """Which accuracy the front shows (``accuracy_kind``, said once) and which the search column shows."""
+    kind = next((str(c["accuracy_kind"]) for c in run.front if c.get("accuracy_kind")), None)
+    out = f"Accuracy: {kind}.\n" if kind else ""
+    if any(c.get("search_accuracy") is not None for c in run.front):
+        search = next((str(c["search_accuracy_kind"]) for c in run.front if c.get("search_accuracy_kind")),
+                      "the accuracy the search reported before the arch was retrained")
+        out += f"Search accuracy: {search}.\n"
+    return out + ("\n" if out else "")
 
 
 # ---- figures -----------------------------------------------------------------------------------------
@@ -108,6 +143,9 @@ def figures(run: Run, figs: Figures) -> str:
             extra = ""
             if name == "probs" and run.kind == "sweep":
                 extra = f" Shard {run.best_shard().key}, the one with the most accurate front entry."
+            if name == "pareto" and any(interval(c) for c in run.candidates + run.front):
+                extra = (" Vertical bars: each arch's accuracy interval over its seeds (the front keeps an arch "
+                         "unless a faster one is better beyond both intervals, so it need not rise).")
             lines += [f"{CAPTIONS[name]}{extra}\n", f"![{name}]({figs.paths[name].name})\n"]
     by_reason: dict[str, list[str]] = {}
     for name, why in figs.skipped.items():
@@ -179,6 +217,16 @@ def cost(run: Run) -> str:
     if run.kind == "sweep" and len(costs) > 1:
         text.append("The total wall-clock is summed over shards: shards that ran in parallel overlap, so the "
                     "sweep took less elapsed time than that.")
+    verify = [c for s in run.shards if (c := s.candidate) and c.get("verify_seconds") is not None]
+    if verify:
+        secs = sum(float(c["verify_seconds"]) for c in verify)
+        text.append(f"Verification (each shard fine-tunes its {verify[0].get('verify_k', '?')} most probable archs "
+                    f"within the budget and keeps the best on validation) took {secs:.1f} s of that wall-clock.")
+    finals = {c["arch_id"]: c for c in run.candidates if c.get("final_seconds") is not None}
+    if finals:
+        runs = sum(len(c.get("accuracy_runs") or []) for c in finals.values())
+        text.append(f"Final training (hwnas finalize): {runs} runs of {len(finals)} archs from scratch took "
+                    f"{sum(float(c['final_seconds']) for c in finals.values()):.1f} s (not in the table).")
     assumed = [k.key for k in costs if k.assumed]
     if assumed:
         which = "" if len(assumed) == len(costs) else f" of {_and(assumed)}"
@@ -244,7 +292,8 @@ def front_trend(run: Run) -> list[str]:
     front = sorted(run.front, key=lambda c: latency_ms(c) or 0.0)
     if len(front) > 1:
         a, b = front[0], front[-1]
-        out.append(f"Across the front, accuracy rises from {_pct(a['accuracy'])}% at {_num(latency_ms(a))} ms "
+        verb = "rises" if b["accuracy"] >= a["accuracy"] else "goes"
+        out.append(f"Across the front, accuracy {verb} from {_pct(a['accuracy'])}% at {_num(latency_ms(a))} ms "
                    f"(`{a['arch_id']}`) to {_pct(b['accuracy'])}% at {_num(latency_ms(b))} ms (`{b['arch_id']}`).")
     errs = prediction_errors(run.candidates, run.device)
     if errs:

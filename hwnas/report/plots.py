@@ -14,6 +14,7 @@ Each PNG is written to a temp file and renamed, so a report folder never holds h
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,17 +78,25 @@ def mark_warmup(ax: Axes, history: list[dict[str, Any]]) -> None:
 
 # ---- pareto.png -------------------------------------------------------------------------------------
 def plot_pareto(run: Run, path: Path) -> Path:
-    """Accuracy (%) vs latency (ms) of every candidate; the front highlighted; budgets as dashed lines."""
+    """Accuracy (%) vs latency (ms) of every candidate; the front highlighted; budgets as dashed lines.
+
+    Candidates with an ``accuracy_ci`` (``hwnas finalize``: mean of several seeds) get vertical error bars
+    over their interval, and the y axis says which accuracy it is (from ``accuracy_kind``)."""
     fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
     cands = run.with_latency
     front_ids = {(c.get("arch_id"), c.get("shard")) for c in run.front}
     others = [c for c in cands if (c.get("arch_id"), c.get("shard")) not in front_ids]
     if others:
         _scatter(ax, others, GREY, 40, f"dominated candidate ({len(others)})")
+        _error_bars(ax, others, GREY, None)
     front = sorted(run.front, key=lambda c: latency_ms(c) or 0.0)
     xs, ys = [latency_ms(c) for c in front], [100 * c["accuracy"] for c in front]
-    ax.step(xs, ys, where="post", color=FRONT, lw=1.5, zorder=2)
+    if all(a <= b for a, b in zip(ys, ys[1:], strict=False)):
+        ax.step(xs, ys, where="post", color=FRONT, lw=1.5, zorder=2)
+    else:  # a front judged by intervals need not rise: join the points instead of drawing steps
+        ax.plot(xs, ys, color=FRONT, lw=1, ls=":", zorder=2)
     _scatter(ax, front, FRONT, 70, f"Pareto front ({len(front)})", zorder=3)
+    _error_bars(ax, front, FRONT, interval_label(cands))
     _budget_lines(ax, sorted({float(c["target_latency_ms"]) for c in run.candidates
                               if c.get("target_latency_ms") is not None}))
     ax.margins(x=0.08, y=0.12)
@@ -98,14 +107,68 @@ def plot_pareto(run: Run, path: Path) -> Path:
         ax.scatter([], [], facecolors="none", edgecolors="k", label="hollow: predicted only (not measured)")
     _mark_noisy(ax, cands)
     ax.set_xlabel(axis_label(cands, device))
-    ax.set_ylabel("accuracy (%)")
-    kind = (run.candidates[0].get("accuracy_kind") if run.candidates else None) or "accuracy"
+    ax.set_ylabel(accuracy_label(run.front + cands), fontsize=9)
+    kind = _kind(run.front + run.candidates) or "accuracy"
     head = (f"Accuracy vs latency: {len(cands)} candidates, {len(front)} on the Pareto front" if run.kind == "sweep"
             else "Accuracy vs latency of the derived arch (one search; sweeps over --targets give a front)")
     ax.set_title(f"{head}\n({kind})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return save(fig, path)
+
+
+def interval(c: dict[str, Any]) -> tuple[float, float] | None:
+    """The candidate's ``accuracy_ci`` as ``(lo, hi)`` fractions, or None (absent, None or malformed)."""
+    ci = c.get("accuracy_ci")
+    try:
+        lo, hi = (float(v) for v in ci)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and lo <= hi else None
+
+
+def seeds_of(c: dict[str, Any]) -> int | None:
+    """How many seeds the candidate's accuracy is the mean of (``accuracy_runs``), or None."""
+    runs = c.get("accuracy_runs")
+    return len(runs) if isinstance(runs, list) and runs else None
+
+
+def interval_label(cands: list[dict[str, Any]]) -> str:
+    """The legend entry of the error bars: ``95% interval of the mean (3 seeds)``."""
+    kind = _kind(cands) or ""
+    pct = re.search(r"(\d+(?:\.\d+)?)\s*%", kind)
+    seeds = sorted({n for c in cands if interval(c) and (n := seeds_of(c))})
+    n = f" ({'/'.join(map(str, seeds))} seeds)" if seeds else ""
+    return f"{pct.group(1) if pct else 95}% interval of the mean{n}"
+
+
+def accuracy_label(cands: list[dict[str, Any]]) -> str:
+    """The y axis: which accuracy (the head of ``accuracy_kind``, e.g. ``test accuracy``), in %, and when the
+    candidates carry intervals, of how many seeds and which interval the bars show."""
+    kind = _kind(cands)
+    head = re.split(r"[,(;]| with | after | from | of the ", kind)[0].strip() if kind else ""
+    head = head or "accuracy"
+    if not any(interval(c) for c in cands):
+        return f"{head} (%)"
+    seeds = sorted({n for c in cands if (n := seeds_of(c))})
+    mean = f"mean of {'/'.join(map(str, seeds))} seeds" if seeds else "mean over seeds"
+    return f"{head} (%, {mean}; bars: {interval_label(cands).split(' of the mean')[0]})"
+
+
+def _kind(cands: list[dict[str, Any]]) -> str | None:
+    """The first ``accuracy_kind`` among ``cands`` (the front's first when it leads the list), or None."""
+    return next((str(c["accuracy_kind"]) for c in cands if c.get("accuracy_kind")), None)
+
+
+def _error_bars(ax: Axes, cands: list[dict[str, Any]], color: str, label: str | None) -> None:
+    """Vertical bars from ``lo`` to ``hi`` of each candidate's accuracy interval (none without one)."""
+    pts = [(latency_ms(c), 100 * c["accuracy"], iv) for c in cands if (iv := interval(c))]
+    if not pts:
+        return
+    ys = [y for _, y, _ in pts]
+    err = [[max(0.0, y - 100 * lo) for _, y, (lo, _) in pts], [max(0.0, 100 * hi - y) for _, y, (_, hi) in pts]]
+    ax.errorbar([x for x, _, _ in pts], ys, yerr=err, fmt="none", ecolor=color, elinewidth=1.2, capsize=3,
+                alpha=0.9 if color == FRONT else 0.6, zorder=2.5, label=label)
 
 
 def axis_label(cands: list[dict[str, Any]], device: str | None) -> str:

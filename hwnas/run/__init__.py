@@ -8,9 +8,11 @@ A single search (``hwnas search --out RUN``) and each shard of a sweep (``RUN/sh
     checkpoint.safetensors    the whole search state as data (``hwnas._ckpt``; never a pickle)
     arch.json                 the derived arch: space, space_args, arch, arch_id, hparams, latencies
     candidate.json            (a sweep's shard) its scored candidate
+    verify/<arch_id>.json     (a sweep's shard) each of the k derived archs fine-tuned and scored on validation
 
 and a sweep (``kind: "sweep"``) holds ``run.json``, ``config.yaml`` (search keys, targets, seeds,
-shards_per_target and a ``ray:`` section), ``candidates.jsonl``, ``pareto.json`` and ``shards/``.
+shards_per_target and a ``ray:`` section), ``candidates.jsonl``, ``pareto.json`` and ``shards/``;
+``hwnas finalize`` adds ``final/<arch_id>-s<seed>.json`` (one arch trained from scratch with one seed).
 
 Rules every writer follows through this module: a folder has one writer (``RunFolder.writer`` holds an
 exclusive ``flock`` on ``RUN/.lock``; the kernel drops it when the process dies); a folder is reused only
@@ -35,6 +37,7 @@ from .layout import (
     CHECKPOINT,
     CONFIG,
     EXPORT_FORMAT,
+    FINAL,
     FORMAT,
     HISTORY,
     LEGACY_CHECKPOINT,
@@ -46,6 +49,7 @@ from .layout import (
     RESTART_FIX,
     RUN_RECORD,
     SHARDS,
+    VERIFY,
     VERSION,
     WORKER,
 )
@@ -74,6 +78,7 @@ __all__ = [
     "CHECKPOINT",
     "CONFIG",
     "EXPORT_FORMAT",
+    "FINAL",
     "FORMAT",
     "HISTORY",
     "LEGACY_CHECKPOINT",
@@ -86,6 +91,7 @@ __all__ = [
     "RUN_RECORD",
     "RunFolder",
     "SHARDS",
+    "VERIFY",
     "VERSION",
     "WORKER",
     "check_candidate",

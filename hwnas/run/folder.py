@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import os
@@ -252,7 +253,9 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 def sweep_record(cfg: Any, sweep: Any, ray: Any) -> dict[str, Any]:
     """A sweep's resolved config.yaml: search keys, the sweep keys and a ``ray:`` section."""
     return {**cfg.to_dict(), "targets": list(sweep.targets), "seeds": list(sweep.seeds),
-            "shards_per_target": sweep.shards_per_target, "ray": ray.to_dict()}
+            "shards_per_target": sweep.shards_per_target,
+            **({"final": dataclasses.asdict(sweep.final)} if getattr(sweep, "final", None) else {}),
+            "ray": ray.to_dict()}
 
 
 def load_settings(run_dir: str | Path) -> tuple[Any, Any, Any, bool]:

@@ -33,7 +33,7 @@ from ..supernet import Supernet
 from ._dist import SINGLE, Single
 from ._dropout import LearnedRate
 from ._runtime import check_data_fits, evaluate, load_for, resolve_device, seed_everything, set_threads
-from .derive import derive
+from .derive import derive, derive_k
 from .hardware import load_latency_model, make_hardware_term
 
 
@@ -118,6 +118,14 @@ class SearchState:
             return self.relax.derive(), None
         with torch.no_grad():
             return derive(self.latency, self.relax.probs(), self.target_ms, allowed=self.relax.allowed)
+
+    def derive_k(self, k: int) -> list[tuple[Arch, float | None, float | None]]:
+        """The ``k`` most probable archs under the budget: ``(arch, predicted ms, log-prob)``, most probable
+        first (``derive.derive_k``); without a latency table only the most probable arch."""
+        if self.latency is None:
+            return [(self.relax.derive(), None, None)]
+        with torch.no_grad():
+            return derive_k(self.latency, self.relax.probs(), self.target_ms, k, allowed=self.relax.allowed)
 
     def hparams(self) -> dict[str, float]:
         return {k: round(r.value(), 4) for k, r in self.rates.items()}

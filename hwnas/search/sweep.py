@@ -1,7 +1,8 @@
 """Shards and sweeps: one search per latency target (x seed), each scored after a fine-tune step.
 
-``run_shard`` is one complete unit of work (search, derive under the budget, fine-tune from the
-supernet's weights, score on the validation split, predict latency); it writes everything into its own
+``run_shard`` is one complete unit of work (search, derive the k most probable archs under the budget,
+fine-tune each from the supernet's weights and keep the best on the validation split (``verify``), predict
+latency); it writes everything into its own
 folder and returns its candidate, so that the Ray driver (``hwnas.distributed``) can run shards as
 actors while this module runs them one after another in one process.
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..config import RayConfig, SearchConfig, SweepConfig, TrainConfig
+from ..config import RayConfig, SearchConfig, SweepConfig
 from ..errors import ConfigError
 from ..run import HISTORY, RunFolder, read_candidate, read_jsonl, sweep_record, write_candidate, write_front
 from ..space import get_space
@@ -31,7 +32,7 @@ from ._dist import SINGLE, Single
 from .hardware import table_path
 from .loop import SearchResult, run_search
 from .pareto import Candidate
-from .retrain import train_arch
+from .verify import summary, verify
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def shard_specs(cfg: SearchConfig, sweep: SweepConfig) -> list[ShardSpec]:
 
 def accuracy_kind(cfg: SearchConfig) -> str:
     if cfg.fine_tune_epochs:
-        return f"validation accuracy after a {cfg.fine_tune_epochs}-epoch fine-tune from the supernet's weights"
+        best = f", the best of the {cfg.verify_k} most probable archs" if cfg.verify_k > 1 else ""
+        return f"validation accuracy after a {cfg.fine_tune_epochs}-epoch fine-tune from the supernet's weights{best}"
     return "validation accuracy with the supernet's weights (no fine-tune)"
 
 
@@ -87,23 +89,21 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
     if not dp.is_main:
         return None
     cfg = spec.cfg
-    accuracy = result.val_accuracy
-    if cfg.fine_tune_epochs:
-        tcfg = TrainConfig(dataset=cfg.dataset, data_root=cfg.data_root, data_limit=cfg.data_limit,
-                           epochs=cfg.fine_tune_epochs, batch_size=cfg.batch_size, lr=cfg.lr * cfg.fine_tune_lr_factor,
-                           seed=cfg.seed, device=cfg.device, threads=cfg.threads, data_seed_stride=cfg.data_seed_stride)
-        space = get_space(cfg.space, **cfg.space_args)
-        trained, _ = train_arch(space, result.arch, result.hparams, tcfg, inherit=d, progress=False)
-        accuracy = trained.val_accuracy
+    arch, arch_id, accuracy = result.arch, result.arch_id, result.val_accuracy
+    predicted, verified = result.extra.get("predicted_latency_ms"), {}
+    if cfg.fine_tune_epochs:  # derive k, fine-tune each, keep the best on validation (``verify``)
+        best, records = verify(cfg, d, result.hparams)
+        arch, arch_id, accuracy, verified = best.arch, best.arch_id, best.val_accuracy, summary(best, records)
+        predicted = best.predicted_latency_ms if best.predicted_latency_ms is not None else predicted
     cand: Candidate = {
-        "arch": result.arch, "arch_id": result.arch_id, "accuracy": accuracy, "accuracy_kind": accuracy_kind(cfg),
-        "predicted_latency_ms": result.extra.get("predicted_latency_ms"),
+        "arch": arch, "arch_id": arch_id, "accuracy": accuracy, "accuracy_kind": accuracy_kind(cfg),
+        "predicted_latency_ms": predicted,
         "measured_latency_ms": result.extra.get("measured_latency_ms"),
         "latency_source": result.extra.get("latency_source"), "latency_device": result.extra.get("latency_device"),
         "target_latency_ms": cfg.target_ms, "shard": spec.key, "seed": cfg.seed, "relaxation": cfg.relaxation,
         "subspace": cfg.subspace, "supernet_val_accuracy": result.val_accuracy,
         "search_seconds": round(result.seconds, 2), "shard_seconds": round(before + time.perf_counter() - t0, 2),
-        "resources": resources or local_resources(cfg),
+        "resources": resources or local_resources(cfg), **verified,
     }
     write_candidate(d, cand)
     if on_checkpoint is not None:
