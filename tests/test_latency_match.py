@@ -198,7 +198,8 @@ def test_a_passing_probe_is_remembered_across_processes_until_the_table_changes(
     fingerprint._PROBED.clear()
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the table changed
     again = probe(read_table(path), get_space("seed-cnn"), path=path)
-    assert again.passed and again != first and calls == [3, 3]
+    # measured again (calls); the result may equal the first field for field (same fake timing, same second)
+    assert again.passed and calls == [3, 3]
     fingerprint._PROBED.clear()
     monkeypatch.setattr(fingerprint, "PROBE_TTL_S", -1.0)  # a day later: measured again
     probe(read_table(path), get_space("seed-cnn"), path=path)
