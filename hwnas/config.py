@@ -125,6 +125,12 @@ class SearchConfig:
     def replace(self, **changes: Any) -> SearchConfig:
         return dataclasses.replace(self, **changes)
 
+    def train_config(self, *, epochs: int, lr: float, seed: int | None = None) -> TrainConfig:
+        """Training one arch on this search's data and runtime settings (a shard's fine-tune, final training)."""
+        return TrainConfig(dataset=self.dataset, data_root=self.data_root, data_limit=self.data_limit, epochs=epochs,
+                           batch_size=self.batch_size, lr=lr, seed=self.seed if seed is None else seed,
+                           device=self.device, threads=self.threads, data_seed_stride=self.data_seed_stride)
+
 
 @dataclass
 class TrainConfig:

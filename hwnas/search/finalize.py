@@ -21,7 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .._io import read_json, write_json
-from ..config import FinalConfig, SearchConfig, TrainConfig
+from ..config import FinalConfig, SearchConfig
 from ..errors import HwnasError
 from ..run import ARCH, CANDIDATES, FINAL, RunFolder, check_candidate, read_arch, read_jsonl, write_front
 from ..space import get_space
@@ -76,12 +76,6 @@ def plan(run: str | Path, final: FinalConfig, cands: list[Candidate]) -> list[Un
     return units
 
 
-def train_config(cfg: SearchConfig, final: FinalConfig, seed: int) -> TrainConfig:
-    return TrainConfig(dataset=cfg.dataset, data_root=cfg.data_root, data_limit=cfg.data_limit, epochs=final.epochs,
-                       batch_size=cfg.batch_size, lr=final.lr, seed=seed, device=cfg.device, threads=cfg.threads,
-                       data_seed_stride=cfg.data_seed_stride)
-
-
 def record_path(run: str | Path, unit: Unit) -> Path:
     return Path(run) / FINAL / f"{unit.name}.json"
 
@@ -106,7 +100,8 @@ def train_unit(run: str | Path, cfg: SearchConfig, final: FinalConfig, unit: Uni
     if (done := read_unit(run, unit, final)) is not None:
         return done
     space = get_space(cfg.space, **cfg.space_args)
-    result, _ = train_arch(space, unit.arch, unit.hparams, train_config(cfg, final, unit.seed), progress=False)
+    tcfg = cfg.train_config(epochs=final.epochs, lr=final.lr, seed=unit.seed)
+    result, _ = train_arch(space, unit.arch, unit.hparams, tcfg, progress=False)
     rec = {**result.to_json(), "seed": unit.seed, "lr": final.lr, "hparams": unit.hparams}
     write_json(record_path(run, unit), rec)
     return rec

@@ -20,7 +20,7 @@ import torch
 
 from .._ckpt import load_state
 from .._io import read_json, write_json
-from ..config import SearchConfig, TrainConfig
+from ..config import SearchConfig
 from ..errors import HwnasError
 from ..run import VERIFY, checkpoint_of
 from ..space import Arch, get_space
@@ -63,9 +63,7 @@ def verify(cfg: SearchConfig, shard_dir: str | Path, hparams: dict[str, float]) 
     """
     d = Path(shard_dir)
     space = get_space(cfg.space, **cfg.space_args)
-    tcfg = TrainConfig(dataset=cfg.dataset, data_root=cfg.data_root, data_limit=cfg.data_limit,
-                       epochs=cfg.fine_tune_epochs, batch_size=cfg.batch_size, lr=cfg.lr * cfg.fine_tune_lr_factor,
-                       seed=cfg.seed, device=cfg.device, threads=cfg.threads, data_seed_stride=cfg.data_seed_stride)
+    tcfg = cfg.train_config(epochs=cfg.fine_tune_epochs, lr=cfg.lr * cfg.fine_tune_lr_factor)
     splits = None
     records: list[Verified] = []
     for rank, (arch, predicted, log_prob) in enumerate(options(cfg, d)):
