@@ -102,6 +102,7 @@ def test_finalize_retrains_every_candidate_with_each_seed_and_ranks_on_the_mean(
         assert lo <= c["accuracy"] <= hi
         assert c["search_accuracy"] == before[c["shard"]]["accuracy"]
         assert c["accuracy_kind"].startswith("test accuracy, mean of 2 seeds trained from scratch for 1 epochs")
+        assert json.loads((run / "shards" / c["shard"] / "candidate.json").read_text()) == c
     assert json.loads((run / "pareto.json").read_text()) == front
     from hwnas.report import write_report
 

@@ -195,8 +195,6 @@ def _read_shard(key: str, d: Path, notes: list[str], fallback: Candidate | None 
     history = read_jsonl(d / HISTORY, notes)
     arch = read_arch(d / ARCH).to_json() if (d / ARCH).is_file() else {}
     cand = read_candidate(d) or fallback
-    if fallback is not None and "accuracy_runs" in fallback:  # hwnas finalize rewrote candidates.jsonl only
-        cand = fallback
     return Shard(key, d, history, arch, cand, _read_config(d))
 
 

@@ -23,7 +23,18 @@ from tqdm.auto import tqdm
 from .._io import read_json, write_json
 from ..config import FinalConfig, SearchConfig
 from ..errors import HwnasError
-from ..run import ARCH, CANDIDATES, FINAL, RunFolder, check_candidate, read_arch, read_jsonl, write_front
+from ..run import (
+    ARCH,
+    CANDIDATE,
+    CANDIDATES,
+    FINAL,
+    RunFolder,
+    check_candidate,
+    read_arch,
+    read_jsonl,
+    write_candidate,
+    write_front,
+)
 from ..space import get_space
 from .pareto import Candidate
 from .retrain import train_arch
@@ -131,6 +142,10 @@ def apply(run: str | Path, final: FinalConfig, cands: list[Candidate], records: 
                     "final_epochs": final.epochs, "final_seconds": round(sum(r["seconds"] for r in runs), 2),
                     **({"search_accuracy": c["accuracy"], "search_accuracy_kind": c.get("accuracy_kind")}
                        if first else {})})
+    for c in out:  # each shard's candidate.json says the same as candidates.jsonl (the report reads both)
+        shard = RunFolder(run).shard(str(c.get("shard"))).path
+        if c.get("shard") and (shard / CANDIDATE).is_file():
+            write_candidate(shard, c)
     return write_front(run, out)
 
 
