@@ -7,8 +7,9 @@ or measurement phase enters the walls; 1 torch thread each), alternating and eac
 * ``processes``: the shards split over ``--cpus`` plain processes (no Ray): what this machine's cores give
   when nothing but the shards runs, i.e. the ceiling any scheduler can reach here;
 * ``ray``: the Ray sweep of this checkout (a fresh local cluster of ``--cpus`` CPUs, one CPU per shard);
-* ``ray-joined``: the same sweep joining a cluster that runs already (``ray start --head`` once, before the
-  rounds; ``--ray-address``), as on a real cluster: no cluster start or shutdown in the wall;
+* ``ray-joined``: the same sweep joining a cluster that runs already, the product path: ``hwnas cluster up``
+  once before the rounds (its state file in a temporary folder, ``HWNAS_CLUSTER_STATE``), the sweep with no
+  address joins it, ``hwnas cluster down`` after the rounds: no cluster start or shutdown in the wall;
 * ``ray-baseline`` (with ``--baseline DIR``): the Ray sweep of another checkout of hwnas, e.g. the commit
   before the worker pool (``git worktree add /tmp/hwnas-base <commit>``).
 
@@ -26,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,8 +54,14 @@ def child(args: argparse.Namespace) -> None:
 
     seeds = [int(s) for s in args.seeds.split(",")]
     cfg, sweep = configs(args, seeds)
+    # no address: ``ray`` starts a private cluster (no state file), ``ray-joined`` joins ``hwnas cluster up``'s
     ray_cfg = RayConfig(enabled=False) if args.child in ("sequential", "processes") else \
-        RayConfig(num_cpus=args.cpus, cpus_per_shard=1, address=args.address)
+        RayConfig(num_cpus=args.cpus, cpus_per_shard=1)
+    if args.child == "ray-joined":
+        from hwnas.distributed.local_head import live_head
+
+        if live_head() is None:
+            raise SystemExit("ray-joined: the hwnas cluster is not running (hwnas cluster up failed?)")
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         res = run_shards(cfg, sweep, ray_cfg, d, progress=False)
@@ -69,9 +75,12 @@ def child(args: argparse.Namespace) -> None:
 def launch(variant: str, args: argparse.Namespace, seeds: list[int], repo: Path) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--seeds", ",".join(map(str, seeds)),
            "--epochs", str(args.epochs), "--data-limit", str(args.data_limit), "--cpus", str(args.cpus)]
-    if variant == "ray-joined":
-        cmd += ["--address", args.address]
-    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    # only ``ray-joined`` sees the head's state file; the other variants (and a baseline checkout that knows
+    # the feature) see none, so they start their own cluster as before
+    state = args.state if variant == "ray-joined" else str(Path(args.state).with_name("none.json"))
+    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "HWNAS_CLUSTER_STATE": state}
+    env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -108,7 +117,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/ray_scaling.json")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--seeds", help=argparse.SUPPRESS)
-    ap.add_argument("--address", help=argparse.SUPPRESS)
+    ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -116,28 +125,28 @@ def main() -> None:
     variants = [v for v in VARIANTS if v != "ray-baseline" or args.baseline]
     lanes = min(args.shards, args.cpus)
     rows: list[dict] = []
-    with head(args.cpus) as args.address:
+    with tempfile.TemporaryDirectory(prefix="hwnas-bench-") as d, head(args.cpus, Path(d) / "cluster.json") as (
+            args.address, args.state):
         rounds(args, variants, lanes, rows)
     summarise(args, variants, lanes, rows)
 
 
 @contextlib.contextmanager
-def head(cpus: int):
-    """A Ray head started once with ``ray start`` (for ``ray-joined``); its GCS address."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    # the token in ~/.ray; workers import torch and hwnas as they start, as cluster/ configures its nodes
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_preload_python_modules": "torch,hwnas.distributed.actor"}
-    subprocess.run([ray_bin, "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0",
-                    "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+def head(cpus: int, state: Path):
+    """The hwnas cluster (``hwnas cluster up``, the product path) for ``ray-joined``, recorded in ``state``;
+    yields its address and the state file; ``hwnas cluster down`` at the end."""
+    env = {**os.environ, "HWNAS_CLUSTER_STATE": str(state), "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+
+    def hwnas(*words: str) -> None:
+        subprocess.run([sys.executable, "-m", "hwnas.cli", "cluster", *words], check=True, env=env, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+
+    hwnas("up", f"--num-cpus={cpus}", "--num-gpus=0")
     try:
-        yield f"127.0.0.1:{port}"
+        yield json.loads(state.read_text())["address"], str(state)
     finally:
-        subprocess.run([ray_bin, "stop"], env=env, stdout=subprocess.DEVNULL, check=False)
+        hwnas("down")
 
 
 def rounds(args: argparse.Namespace, variants: list[str], lanes: int, rows: list[dict]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import ray
 
 from ..config import RayConfig
 from ..errors import ConfigError
+from . import local_head
 
 LOOPBACK = "127.0.0.1"
 # imported by every Ray worker process as it starts, so a pooled shard worker is placed on a process that has
@@ -24,12 +27,15 @@ def ray_session(cfg: RayConfig) -> Iterator[str]:
     """Connect for the duration of a run; yields a one-line description of the cluster.
 
     ``cfg.address`` (auto, HOST:PORT, ray://...) joins that cluster; else ``$RAY_ADDRESS`` (set inside a Ray
-    job) is joined; else a local cluster is started with safe defaults: every Ray process listens on
-    127.0.0.1 only (GCS, raylet, object manager, workers, agents, metrics), no dashboard and no metrics
-    collection unless ``cfg.dashboard`` (then both, on 127.0.0.1), usage stats off, a bounded object store,
-    worker processes that import torch and hwnas as they start (``PRELOAD``),
-    token auth as Ray sets it (on for local clusters since 2.59; never disabled here) with the token file
-    made private (0600). A session that was already initialised in this process (a notebook, a test) is
+    job) is joined; else the head ``hwnas cluster up`` left running on this machine is joined when its state
+    file names a live one of this Ray version (``local_head.live_head``; a stale file is removed with a
+    one-line note; ``auto`` that finds that head joins it the same way); else, or with ``cfg.address ==
+    "local"``, a private local cluster is started with safe defaults (the ones ``hwnas cluster up`` gives its
+    head too): every Ray process listens on 127.0.0.1 only (GCS, raylet, object manager, workers, agents,
+    metrics), no dashboard and no metrics collection unless ``cfg.dashboard`` (then both, on 127.0.0.1),
+    usage stats off, a bounded object store, worker processes that import torch and hwnas as they start
+    (``PRELOAD``), token auth as Ray sets it (on for local clusters since 2.59; never disabled here) with the
+    token file made private (0600). A session that was already initialised in this process (a notebook, a test) is
     reused and kept.
     """
     if ray.is_initialized():
@@ -37,11 +43,24 @@ def ray_session(cfg: RayConfig) -> Iterator[str]:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    head = None
+    if not address:
+        head = local_head.live_head(note=_note)
+    elif address == "auto" and (found := local_head.live_head()) and local_head.is_current_cluster(found):
+        head = found  # `auto` finds the head `hwnas cluster up` started: joined as below (Ray alone would fail)
+    target = head.address if head else address
     try:
-        if address:
+        if head is not None:
+            _token_auth_as_for_a_found_cluster()
+            with _loopback_node():  # the head's node is 127.0.0.1: this driver must not take the outbound IP
+                ray.init(address=head.address, _node_ip_address=LOOPBACK, log_to_driver=True)
+            how = f"joined the hwnas cluster on {head.address} (hwnas cluster up)"
+        elif address and address != "local":
             ray.init(address=address, log_to_driver=True)
             how = f"joined {address}"
         else:
+            if address is None:
+                _hint_cluster_up()
             _private_token_file(create=True)
             # address="local": a new cluster, never one that `ray start` left running on this machine
             with _loopback_node():
@@ -55,14 +74,38 @@ def ray_session(cfg: RayConfig) -> Iterator[str]:
             if cfg.dashboard and ctx.dashboard_url:
                 how += f", dashboard http://{ctx.dashboard_url}"
     except ConnectionError as err:
-        raise ConfigError(f"could not connect to the Ray cluster at {address!r} ({err}); check --ray-address "
-                          "(auto, HOST:6379 or ray://HOST:10001), that the head node is running, and for a cluster "
-                          "with token authentication set RAY_AUTH_MODE=token with its token in ~/.ray/auth_token "
-                          "or $RAY_AUTH_TOKEN") from None
+        fix = ("run `hwnas cluster status`, or `hwnas cluster down && hwnas cluster up` to restart it, or pass "
+               "--ray-address local for a private cluster") if head else (
+               "check --ray-address (auto, HOST:6379 or ray://HOST:10001), that the head node is running, and for a "
+               "cluster with token authentication set RAY_AUTH_MODE=token with its token in ~/.ray/auth_token or "
+               "$RAY_AUTH_TOKEN")
+        raise ConfigError(f"could not connect to the Ray cluster at {target!r} ({err}); {fix}") from None
     try:
         yield _describe(how)
     finally:
-        ray.shutdown()
+        ray.shutdown()  # a joined cluster (the hwnas one too) keeps running: this only disconnects
+
+
+def _token_auth_as_for_a_found_cluster() -> None:
+    """The head has token auth (``hwnas cluster up`` turns it on). Ray sends the token to a cluster it found by
+    itself (``address="auto"``) when a token exists, but to an explicit address only with ``RAY_AUTH_MODE=token``
+    set before connecting; do for the head what Ray does for a found cluster (an explicit mode is respected)."""
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@functools.cache
+def _hint_cluster_up() -> None:
+    """Once per process, when a sweep starts its own cluster: the long-lived alternative."""
+    _note("hwnas: starting a private Ray cluster for this sweep (about 10 s of start-up and shutdown); "
+          "`hwnas cluster up` keeps one running that sweeps join")
 
 
 @contextlib.contextmanager
