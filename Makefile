@@ -1,4 +1,5 @@
-# hwnas: `make demo` runs the main job on the built-in digits data; `make test` runs the tests.
+# hwnas: `make demo` runs the main job on the built-in digits data; `make test` runs the tests
+# (`make test-fast`: the quick tier, no slow training runs and no Ray cluster).
 # Both set up .venv first (idempotent: reinstalls only when pyproject.toml changes).
 PYTHON ?= python3
 VENV := .venv
@@ -6,13 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-fast bench lint clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[all,dev]'
 	touch $(STAMP)
 
 # The main job: a latency table for this CPU (the shipped one when it matches; else profiled), a 2-shard
@@ -27,6 +28,9 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow and not ray"
 
 bench: setup
 	$(BIN)/python benchmarks/supernet_step.py

@@ -10,18 +10,22 @@ import sys
 from .errors import HwnasError
 
 # Command modules, in the order ``hwnas --help`` lists them. Each defines ``register(subparsers)``.
-COMMAND_MODULES = ("spaces", "search", "finalize", "train", "latency", "devicekit", "export", "report")
+COMMAND_MODULES = ("spaces", "configs", "search", "cluster", "finalize", "train", "latency", "devicekit",
+                   "export", "report")
 
 DESCRIPTION = """\
 hwnas: hardware-aware differentiable neural architecture search.
 
 Typical flow:
   hwnas spaces                                        list the search spaces
+  hwnas configs                                       list the shipped example configs (--config NAME)
   hwnas profile --space seed-cnn --device mycpu       measure a latency table (shipped for this CPU)
   hwnas search --space seed-cnn --target-ms 0.04 --out runs/a
                                                       search under a 0.04 ms budget, derive arch.json
   hwnas search --targets 0.02,0.04,0.08 --out runs/p  one shard per budget on Ray -> pareto.json, report/
   hwnas search --resume runs/p                        finish a sweep whose driver died
+  hwnas cluster up                                    keep a local Ray cluster running; sweeps join it (no
+                                                      start-up per sweep); hwnas cluster down stops it
   hwnas finalize runs/p --seeds 0,1,2                 retrain the candidates from scratch; front with intervals
   hwnas report runs/p                                 report.md + figures (Pareto, probabilities, latency)
   hwnas train runs/a/arch.json                        retrain the derived arch, report test accuracy

@@ -30,6 +30,28 @@ from ._checks import (
 )
 from .errors import ConfigError
 
+DATA_KEYS = ("download", "input_size", "normalize_mean", "normalize_std", "augment_crop", "augment_flip")
+
+
+def check_data_keys(cfg: Any) -> None:
+    """The dataset name and the data keys shared by ``SearchConfig`` and ``TrainConfig`` fit together.
+
+    Raises:
+        FieldError: an unknown dataset, ``input_size`` not ``[H, W]``, or a normalisation without one value per
+            channel in both lists.
+    """
+    from .data import check_dataset
+
+    check_dataset(cfg.dataset)
+    if cfg.input_size is not None and len(cfg.input_size) != 2:
+        raise FieldError("input_size", f"input_size must be [H, W] (two whole numbers > 0), got {cfg.input_size}",
+                         "e.g. input_size: [32, 32] or --input-size 32x32")
+    mean, std = cfg.normalize_mean, cfg.normalize_std
+    if (mean is None) != (std is None) or (mean is not None and (len(mean) != len(std) or not mean)):
+        key = "normalize_std" if mean is not None else "normalize_mean"
+        raise FieldError(key, f"normalize_mean {mean} and normalize_std {std} must both be given, one value per "
+                         "channel each", "e.g. --normalize-mean 0.5,0.5,0.5 --normalize-std 0.25,0.25,0.25")
+
 
 @dataclass
 class SearchConfig:
@@ -45,6 +67,13 @@ class SearchConfig:
     dataset: str = "digits"
     data_root: str | None = None
     data_limit: PositiveInt | None = None  # keep at most this many samples per split (quick runs)
+    # ---- data: bring your own (imagefolder, npz, torchvision:NAME), normalisation, augmentation ----
+    download: bool = False  # let torchvision fetch mnist/cifar10/torchvision:NAME into data_root (needs internet)
+    input_size: list[PositiveInt] | None = None  # [H, W]: resize every image to this (bilinear); mixed sizes need it
+    normalize_mean: list[float] | None = None  # per-channel mean to normalise with (with normalize_std) instead of
+    normalize_std: list[PositiveFloat] | None = None  # the dataset's known statistics or its train split's
+    augment_crop: Count = 0  # train batches only: pad this many pixels, then crop back at random (0: off)
+    augment_flip: bool = False  # train batches only: mirror left-right with probability 1/2
     relaxation: str = "gumbel"
     epochs: PositiveInt = 10
     warmup_epochs: Count = 2
@@ -84,7 +113,6 @@ class SearchConfig:
     fine_tune_lr_factor: PositiveFloat = 0.4  # sweeps: the fine-tune's peak lr is lr * this
 
     def __post_init__(self) -> None:
-        from .data import DATASETS
         from .relax import RELAXATIONS
         from .search.hardware import HW_LOSSES
         from .space import SPACES
@@ -98,7 +126,7 @@ class SearchConfig:
         SPACES.get(self.space)
         check_space_args(self.space, self.space_args)
         relax = RELAXATIONS.get(self.relaxation)
-        DATASETS.get(self.dataset)
+        check_data_keys(self)
         if self.warmup_epochs >= self.epochs:
             raise FieldError("warmup_epochs", f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs})",
                              "otherwise the architecture is never trained")
@@ -129,7 +157,8 @@ class SearchConfig:
         """Training one arch on this search's data and runtime settings (a shard's fine-tune, final training)."""
         return TrainConfig(dataset=self.dataset, data_root=self.data_root, data_limit=self.data_limit, epochs=epochs,
                            batch_size=self.batch_size, lr=lr, seed=self.seed if seed is None else seed,
-                           device=self.device, threads=self.threads, data_seed_stride=self.data_seed_stride)
+                           device=self.device, threads=self.threads, data_seed_stride=self.data_seed_stride,
+                           **{k: getattr(self, k) for k in DATA_KEYS})
 
 
 @dataclass
@@ -148,12 +177,17 @@ class TrainConfig:
     device: str = "auto"
     threads: PositiveInt | None = None
     data_seed_stride: PositiveInt = 1009  # epoch e shuffles the train split with seed * data_seed_stride + e
+    # ---- data: bring your own (imagefolder, npz, torchvision:NAME), normalisation, augmentation ----
+    download: bool = False  # let torchvision fetch mnist/cifar10/torchvision:NAME into data_root (needs internet)
+    input_size: list[PositiveInt] | None = None  # [H, W]: resize every image to this (bilinear); mixed sizes need it
+    normalize_mean: list[float] | None = None  # per-channel mean to normalise with (with normalize_std) instead of
+    normalize_std: list[PositiveFloat] | None = None  # the dataset's known statistics or its train split's
+    augment_crop: Count = 0  # train batches only: pad this many pixels, then crop back at random (0: off)
+    augment_flip: bool = False  # train batches only: mirror left-right with probability 1/2
 
     def __post_init__(self) -> None:
-        from .data import DATASETS
-
         check_fields(self)
-        DATASETS.get(self.dataset)
+        check_data_keys(self)
 
 
 @dataclass
@@ -199,7 +233,7 @@ class RayConfig:
     """
 
     enabled: bool = True  # False: shards run one after another in this process (no Ray)
-    address: str | None = None  # auto | HOST:PORT | ray://...; None: $RAY_ADDRESS if set, else a local cluster
+    address: str | None = None  # auto | HOST:PORT | ray://... | local; None: $RAY_ADDRESS or hwnas cluster up
     workers_per_shard: PositiveInt = 1
     cpus_per_shard: PositiveFloat = 1.0
     gpus_per_shard: NonNegative = 0.0
@@ -279,9 +313,9 @@ def write_yaml(path: Path, obj: dict[str, Any]) -> None:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
+    from .shipped import resolve_config
+
+    p = resolve_config(path)  # a file, or a shipped config by name (`--config mnist` in any folder)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except UnicodeDecodeError:

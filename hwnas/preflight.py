@@ -19,8 +19,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ._extras import require
 from .config import RayConfig, SearchConfig
-from .data import check_idx, check_mnist_pair, cifar10_files, mnist_files
+from .data import check_headers, check_idx, check_mnist_pair, cifar10_files, mnist_files, open_npz, scan
 from .errors import ConfigError, DataError
 from .run import RunFolder
 
@@ -46,6 +47,8 @@ def preflight(cfg: SearchConfig, ray_cfg: RayConfig, run_dir: str | Path | None 
     Raises:
         HwnasError: one line naming the problem and the fix (``DataError``, ``ConfigError``).
     """
+    if ray_cfg.enabled:
+        require("ray", "a sweep on Ray", "or pass --no-ray to run its shards here, one after another")
     address = ray_address(ray_cfg) if ray_cfg.enabled and not _ray_session_open() else None
     if not (address or "").startswith("ray://"):
         check_data(cfg)
@@ -66,14 +69,25 @@ def check_data(cfg: SearchConfig) -> None:
     under ``MNIST/raw``) are readable, have the right magic number (2051 images, 2049 labels) and a size that
     matches their header, pairs agree on the count, and train and t10k images on the size. ``cifar10``:
     the batches of torchvision's ``cifar-10-batches-py/`` and ``batches.meta`` are there, non-empty and
-    match torchvision's checksums (nothing is unpickled). ``digits`` and ``fake`` need no files.
+    match torchvision's checksums (nothing is unpickled). ``imagefolder``: the folder structure
+    (``hwnas.data.scan``: class folders, none empty, the same classes in every split folder) and the header
+    and checksum of a sample of the images. ``npz``: the archive opens without pickle and has ``x``/``y`` (or
+    the split arrays) of matching lengths. ``torchvision:NAME``: the name is a torchvision dataset and the
+    root exists (unless ``download``). ``digits`` and ``fake`` need no files; with ``download``, ``mnist`` and
+    ``cifar10`` fetch what is missing.
 
     Raises:
         DataError: the file or folder that is missing or bad, what was expected, and the fix.
     """
-    check = _DATA_CHECKS.get(cfg.dataset)
+    check = _DATA_CHECKS.get(cfg.dataset.partition(":")[0])
     if check is not None:
-        check(None if cfg.data_root is None else Path(cfg.data_root).expanduser())
+        root = None if cfg.data_root is None else Path(cfg.data_root).expanduser()
+        if cfg.dataset.startswith("torchvision:"):
+            _check_torchvision(root, cfg.dataset.partition(":")[2], bool(getattr(cfg, "download", False)))
+        elif cfg.dataset in ("mnist", "cifar10") and getattr(cfg, "download", False):
+            return  # the loader fetches what is missing
+        else:
+            check(root)
 
 
 def _check_mnist(root: Path | None) -> None:
@@ -112,7 +126,21 @@ def _check_cifar10(root: Path | None) -> None:
                             f"or another file); {fix}")
 
 
-_DATA_CHECKS: dict[str, Callable[[Path | None], None]] = {"mnist": _check_mnist, "cifar10": _check_cifar10}
+def _check_imagefolder(root: Path | None) -> None:
+    check_headers(scan(root))
+
+
+def _check_torchvision(root: Path | None, name: str, download: bool) -> None:
+    from .data.torchvision_any import dataset_class, need_root
+
+    dataset_class(name)
+    need_root(root, name, download)
+
+
+_DATA_CHECKS: dict[str, Callable[[Path | None], None]] = {
+    "mnist": _check_mnist, "cifar10": _check_cifar10, "imagefolder": _check_imagefolder, "npz": open_npz,
+    "torchvision": lambda root: None,  # (check_data calls _check_torchvision with the name)
+}
 
 
 # ---------------------------------------------------------------- the Ray cluster
@@ -120,7 +148,8 @@ _DATA_CHECKS: dict[str, Callable[[Path | None], None]] = {"mnist": _check_mnist,
 
 def ray_address(ray_cfg: RayConfig) -> str | None:
     """The cluster a sweep joins, picked as ``hwnas.distributed.cluster.ray_session`` does: ``ray_cfg.address``,
-    else ``$RAY_ADDRESS``; None means a new local cluster. As in ``ray.init``, ``auto`` yields to a set
+    else ``$RAY_ADDRESS``; None means the head ``hwnas cluster up`` runs (``ray_session`` checks it) or else a
+    new local cluster, and so does ``local`` (always a new one). As in ``ray.init``, ``auto`` yields to a set
     ``$RAY_ADDRESS``."""
     env = os.environ.get("RAY_ADDRESS") or None
     address = ray_cfg.address or env

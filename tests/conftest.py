@@ -14,7 +14,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # probes of latency tables are remembered per test session, not in the user's ~/.cache (subprocesses inherit it)
 os.environ.setdefault("HWNAS_PROBE_CACHE", str(Path(tempfile.mkdtemp(prefix="hwnas-probes-")) / "probes.json"))
+# sweeps in tests never join a cluster the developer keeps running with `hwnas cluster up` (none recorded here)
+os.environ.setdefault("HWNAS_CLUSTER_STATE", str(Path(tempfile.mkdtemp(prefix="hwnas-cluster-")) / "cluster.json"))
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+# Ray clusters started by this test session (and the CLI processes it runs) keep their session folders here,
+# apart from any other Ray on the machine: _ray_marked counts them, and they are removed at the end
+RAY_TMPDIR = os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="hwr", dir="/tmp"))
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +34,29 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     return subprocess.run([sys.executable, "-m", "hwnas.cli", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, timeout=timeout, env=env)
+
+
+def _ray_sessions() -> set[str]:
+    """Ray session folders of this test session (one per cluster started)."""
+    root = Path(RAY_TMPDIR) / "ray"
+    try:
+        return {p.name for p in root.iterdir() if p.name.startswith("session_2")}
+    except OSError:
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def _ray_marked(request):
+    """A test that starts a Ray cluster must carry the ``ray`` mark, so that ``make test-fast`` (``-m "not slow
+    and not ray"``) really runs without one: an unmarked test that starts one fails, naming the mark."""
+    if request.node.get_closest_marker("ray") is not None:
+        yield
+        return
+    before = _ray_sessions()
+    yield
+    started = _ray_sessions() - before
+    assert not started, (f"{request.node.nodeid} started a Ray cluster ({sorted(started)[0]}) without "
+                         "@pytest.mark.ray; mark it so that the fast tier leaves it out")
 
 
 @pytest.hookimpl(trylast=True)

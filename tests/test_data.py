@@ -59,7 +59,7 @@ def shared_mnist() -> Path:
 
 
 def test_registry_names_and_unknown_name():
-    assert DATASETS.names() == ["cifar10", "digits", "fake", "mnist"]
+    assert DATASETS.names() == ["cifar10", "digits", "fake", "imagefolder", "mnist", "npz", "torchvision"]
     with pytest.raises(HwnasError, match="unknown dataset 'nope'.*digits"):
         load_dataset("nope")
 

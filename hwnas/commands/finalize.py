@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from .._extras import require
 from ..config import FinalConfig, from_dict
 from ..errors import ConfigError
 from ..run import load_settings
@@ -39,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule (default 0.05)")
     r = p.add_argument_group("Ray")
     r.add_argument("--no-ray", action="store_true", help="train one after another in this process")
-    r.add_argument("--ray-address", metavar="ADDRESS", help="join this cluster (default: as the sweep: $RAY_ADDRESS "
-                                                            "if set, else a local cluster)")
+    r.add_argument("--ray-address", metavar="ADDRESS", help="join this cluster, or local: a private one (default: as "
+                                                            "the sweep: $RAY_ADDRESS if set, else the one `hwnas "
+                                                            "cluster up` runs, else a private local cluster)")
     p.add_argument("--no-report", action="store_true", help="skip rewriting RUN_DIR/report")
     p.add_argument("--json", action="store_true", help="print the new pareto.json to stdout")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -70,6 +72,7 @@ def run(args) -> int:
     final = final_config(args, sweep.final)
     runner = None
     if not args.no_ray:
+        require("ray", "final training on Ray", "or pass --no-ray to train here, one after another")
         from ..distributed.final import ray_runner
 
         runner = ray_runner(ray_cfg.replace(address=args.ray_address or ray_cfg.address),

@@ -66,6 +66,7 @@ def protocol_from(args: argparse.Namespace, base: dict | None = None):
 
 def register(sub) -> None:
     from ..latency.store import TABLES_DIR, device_slug
+    from ..shipped import user_tables_dir
 
     p = sub.add_parser("profile", help="measure every latency unit of a space into a table (resumable)",
                        formatter_class=RAW, description=f"""\
@@ -74,7 +75,10 @@ onnxruntime on this machine: 1 thread, sequential, ORT_ENABLE_ALL, batch 1, fres
 warm-up, median of the timed calls, K trials round-robin. The table is saved after every batch, so an
 interrupted run resumes where it stopped when run again with the same flags.
 
-Default output: {TABLES_DIR}/<device>/<space>.json (device default: {device_slug()}).
+Default output: <tables>/<device>/<space>.json (device default: {device_slug()}), where <tables> is the
+first folder of $HWNAS_LATENCY_TABLES, else ./{TABLES_DIR} when this folder has one (a checkout), else
+this user's table folder ({user_tables_dir()}). Lookups (search, export, --if-missing) read those
+folders in the same order, then the tables shipped with hwnas.
 For a stable table pin one core and one BLAS thread:
   OMP_NUM_THREADS=1 taskset -c 1 hwnas profile --space seed-cnn --device {device_slug()}""")
     p.add_argument("--space", required=True, help="search space name (see `hwnas spaces`)")

@@ -23,9 +23,11 @@ accuracies, entropy and probabilities of each choice, E[T], lambda, the derived 
 checkpoint.safetensors (the whole state as data, never a pickle, written atomically each epoch:
 rerunning the same command resumes) and arch.json.
 A sweep (--targets, several --seeds or --shards-per-target) gets shards/<key>/ (one such folder per
-shard, plus candidate.json), candidates.jsonl and pareto.json. Shards run as Ray actors (hwnas starts
-a local cluster unless --ray-address or $RAY_ADDRESS names one; --no-ray runs them one after another
-here); a shard whose process dies restarts and resumes from its last epoch checkpoint."""
+shard, plus candidate.json), candidates.jsonl and pareto.json. Shards run as Ray actors: on the cluster
+--ray-address or $RAY_ADDRESS names, else on the one `hwnas cluster up` keeps running on this machine,
+else on a private local cluster hwnas starts for the sweep (--ray-address local: always that one);
+--no-ray runs them one after another here. A shard whose process dies restarts and resumes from its
+last epoch checkpoint."""
 
 
 def register(sub) -> None:
@@ -70,8 +72,9 @@ def register(sub) -> None:
     r = p.add_argument_group("sweeps on Ray (see cluster/README.md)")
     r.add_argument("--shards-per-target", type=int, metavar="K",
                    help="split the space's widest label into this many sub-spaces, one shard each (default 1)")
-    r.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001); default: "
-                                         "$RAY_ADDRESS if set, else start a local cluster")
+    r.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, HOST:6379, ray://HOST:10001), or "
+                                         "local: a private local cluster for this sweep; default: $RAY_ADDRESS if "
+                                         "set, else the one `hwnas cluster up` runs, else a private local cluster")
     r.add_argument("--no-ray", action="store_true", help="run the shards one after another in this process")
     r.add_argument("--workers-per-shard", type=int, metavar="N",
                    help="train each shard's supernet data-parallel across N Ray Train workers (default 1)")

@@ -1,20 +1,22 @@
 """Where tables live: device names, default paths, and finding a shipped table for this machine.
 
 Tables are looked up, in order, under ``$HWNAS_LATENCY_TABLES`` (``os.pathsep``-separated folders),
-``./latency_tables`` and the ``latency_tables/`` folder next to the hwnas package (the shipped ones).
+``./latency_tables``, this user's table folder (``hwnas.shipped.user_tables_dir``) and the tables shipped with
+hwnas (the checkout's ``latency_tables/``, or the installed package's copy). New tables go to
+``hwnas.shipped.tables_home()`` unless a path is given.
 Lookups read local files only; they never touch the network. A table is used for this machine only when
 it is complete, its host fingerprint matches and a quick probe (``fingerprint.probe``) agrees with it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HwnasError
+from ..shipped import TABLES, env_table_dirs, shipped_dir, tables_home, user_tables_dir
 from ..space import SearchSpace, get_space
 from .fingerprint import TOLERANCE, ProbeResult, mismatches, probe
 from .protocol import Protocol, cpu_model
@@ -29,7 +31,7 @@ from .table import (
     unit_keys,
 )
 
-TABLES_DIR = "latency_tables"
+TABLES_DIR = TABLES
 
 
 def device_slug(threads: int = 1, model: str | None = None) -> str:
@@ -39,15 +41,16 @@ def device_slug(threads: int = 1, model: str | None = None) -> str:
     return f"{slug or 'cpu'}-{threads}t"
 
 
-def default_table_path(space_name: str, device: str | None = None, root: str | Path = TABLES_DIR) -> Path:
-    """``<root>/<device>/<space>.json``; ``device`` defaults to ``device_slug()`` of this machine."""
-    return Path(root) / (device or device_slug()) / f"{space_name}.json"
+def default_table_path(space_name: str, device: str | None = None, root: str | Path | None = None) -> Path:
+    """``<root>/<device>/<space>.json``; ``device`` defaults to ``device_slug()`` of this machine, ``root`` to
+    ``tables_home()`` (``$HWNAS_LATENCY_TABLES``, else ``./latency_tables`` if present, else the user folder)."""
+    return Path(root if root is not None else tables_home()) / (device or device_slug()) / f"{space_name}.json"
 
 
 def table_roots() -> list[Path]:
     """Folders searched by ``find_table``, in order (duplicates removed)."""
-    roots = [Path(p) for p in os.environ.get("HWNAS_LATENCY_TABLES", "").split(os.pathsep) if p]
-    roots += [Path.cwd() / TABLES_DIR, Path(__file__).resolve().parents[2] / TABLES_DIR]
+    roots = [*env_table_dirs(), Path.cwd() / TABLES_DIR, user_tables_dir()]
+    roots += [p for p in [shipped_dir(TABLES)] if p is not None]
     seen, out = set(), []
     for r in roots:
         key = r.resolve() if r.exists() else r
@@ -117,7 +120,7 @@ def fix_command(found: Assessment, space_name: str, threads: int = 1) -> str:
     return profile_command(space_name, device, default_table_path(space_name, device))
 
 
-def free_device(space_name: str, base: str, root: str | Path = TABLES_DIR, taken: list[Path] = ()) -> str:
+def free_device(space_name: str, base: str, root: str | Path | None = None, taken: list[Path] = ()) -> str:
     """``base``, or ``base-2``, ``base-3``, ... : the first device name whose table path under ``root`` holds
     no file (and is none of ``taken``), so a new profile never overwrites another table."""
     taken_set = {Path(t).resolve() for t in taken}
@@ -126,7 +129,7 @@ def free_device(space_name: str, base: str, root: str | Path = TABLES_DIR, taken
         path = default_table_path(space_name, name, root)
         if not path.exists() and path.resolve() not in taken_set:
             return name
-    raise HwnasError(f"no free device name {base}-N under {root}; pass --device and --out")
+    raise HwnasError(f"no free device name {base}-N under {root or tables_home()}; pass --device and --out")
 
 
 def table_paths(space_name: str, threads: int = 1, roots: list[Path] | None = None) -> list[Path]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._extras import installed, missing_note
 from ..errors import HwnasError
 from ..run import REPORT
+from .figset import FIGURE_NAMES, Figures, none_drawn
 from .load import Run, load_run
 from .markdown import render, write_text
-from .plots import FIGURE_NAMES, write_figures
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
@@ -33,11 +34,20 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
     if out.exists() and not out.is_dir():
         raise HwnasError(f"--out {out} is a file; pass a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
-    figs = write_figures(run, out)
+    figs = _figures(run, out)
     _remove_stale(out, run, set(figs.paths))
     path = out / "report.md"
     write_text(path, render(run, figs))
     return path
+
+
+def _figures(run: Run, out: Path) -> Figures:
+    """The run's figures, or none (each skipped, saying why) when matplotlib is not installed."""
+    if not installed("matplotlib"):
+        return none_drawn(missing_note("matplotlib", "drawing the figures"))
+    from .plots import write_figures  # imports matplotlib
+
+    return write_figures(run, out)
 
 
 def _remove_stale(out: Path, run: Run, written: set[str]) -> None:

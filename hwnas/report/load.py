@@ -12,6 +12,7 @@ every later step handles both kinds the same way.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,19 @@ def load_run(run_dir: str | Path) -> Run:
     if kind == "search" and ((run / HISTORY).is_file() or (run / ARCH).is_file()):
         return _load_search(run)
     raise not_a_run(run, "is not a run folder")
+
+
+def interval(c: dict[str, Any]) -> tuple[float, float] | None:
+    """The candidate's ``accuracy_ci`` as ``(lo, hi)`` fractions, or None (absent, None or malformed)."""
+    ci = c.get("accuracy_ci")
+    try:
+        lo, hi = (float(v) for v in ci)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and lo <= hi else None
+
+
+def seeds_of(c: dict[str, Any]) -> int | None:
+    """How many seeds the candidate's accuracy is the mean of (``accuracy_runs``), or None."""
+    runs = c.get("accuracy_runs")
+    return len(runs) if isinstance(runs, list) and runs else None

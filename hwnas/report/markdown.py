@@ -8,8 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .load import Run, Shard, is_noisy, latency_ms, latency_source, prediction_errors, source_label
-from .plots import FIGURE_NAMES, Figures, interval, seeds_of
+from .figset import FIGURE_NAMES, Figures
+from .load import (
+    Run,
+    Shard,
+    interval,
+    is_noisy,
+    latency_ms,
+    latency_source,
+    prediction_errors,
+    seeds_of,
+    source_label,
+)
 
 DECIDED = 0.9  # a label is decided when its most probable value holds at least this probability
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +28,24 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from .figset import Figures  # noqa: E402
 from .load import (  # noqa: E402
     Run,
     Shard,
+    interval,
     is_noisy,
     latency_ms,
     latency_source,
     measured_on,
     measurement,
     prediction_errors,
+    seeds_of,
 )
 
 DPI = 120
 FRONT, GREY, BUDGET = "tab:blue", "0.6", "tab:red"
 ET, PRED, MEAS, LAM = "tab:blue", "tab:orange", "tab:green", "tab:purple"
 BAND = 0.05  # the +-5% band of predicted vs measured
-FIGURE_NAMES = ("pareto", "probs", "latency", "predicted_vs_measured")  # PNG stems; plus probs-<shard key>
-
-
-@dataclass
-class Figures:
-    """Figures written (name -> path) and figures skipped (name -> the reason, a sentence)."""
-
-    paths: dict[str, Path] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -115,22 +108,6 @@ def plot_pareto(run: Run, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return save(fig, path)
-
-
-def interval(c: dict[str, Any]) -> tuple[float, float] | None:
-    """The candidate's ``accuracy_ci`` as ``(lo, hi)`` fractions, or None (absent, None or malformed)."""
-    ci = c.get("accuracy_ci")
-    try:
-        lo, hi = (float(v) for v in ci)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and lo <= hi else None
-
-
-def seeds_of(c: dict[str, Any]) -> int | None:
-    """How many seeds the candidate's accuracy is the mean of (``accuracy_runs``), or None."""
-    runs = c.get("accuracy_runs")
-    return len(runs) if isinstance(runs, list) and runs else None
 
 
 def interval_label(cands: list[dict[str, Any]]) -> str:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .._ckpt import load_state, save_state
 from .._io import append_jsonl, write_json
 from ..config import SearchConfig
-from ..data import Splits, make_loader
+from ..data import Splits, augment_batches, augment_for, data_options, make_loader
 from ..errors import HwnasError
 from ..relax import Sample, make_relaxation
 from ..run import ARCH, CHECKPOINT, HISTORY, RunFolder, checkpoint_of, write_lines
@@ -187,7 +187,8 @@ def _run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progres
     device = resolve_device(cfg.device)
     st = SearchState(cfg, device, dp)
     if splits is None:
-        splits = load_for(st.space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)  # loads and checks
+        splits = load_for(st.space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit,
+                          **data_options(cfg))  # loads and checks
     else:
         check_data_fits(st.space, splits)
     src = Path(out_dir) if out_dir is not None else None  # every rank resumes from it
@@ -261,6 +262,7 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
     st.relax.set_progress((epoch - cfg.warmup_epochs) / span if arch_phase else 0.0)
     data_seed = cfg.seed * cfg.data_seed_stride + epoch
     train = make_loader(splits.train, cfg.batch_size, shuffle=True, seed=data_seed, drop_last=True)
+    train = augment_batches(train, augment_for(cfg, splits.mean, splits.std), data_seed)  # off: train itself
     val = make_loader(splits.val, cfg.batch_size, shuffle=True, seed=data_seed + cfg.val_seed_offset, drop_last=True)
     train_loss = train_acc = 0.0
     arch_sums: dict[str, float] = {}

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .._ckpt import load_state
 from ..config import TrainConfig
-from ..data import Splits, make_loader
+from ..data import Splits, augment_batches, augment_for, data_options, make_loader
 from ..errors import HwnasError
 from ..run import CHECKPOINT, CONFIG, RESTART_FIX, RunFolder, checkpoint_of, space_from
 from ..space import Arch, SearchSpace
@@ -91,7 +91,7 @@ def train_arch(space: SearchSpace, arch: Arch, hparams: dict[str, float], cfg: T
     device = resolve_device(cfg.device)
     arch = space.validate(arch)
     if splits is None:
-        splits = load_for(space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)  # loads and checks
+        splits = load_for(space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit, **data_options(cfg))  # loads and checks
     else:
         check_data_fits(space, splits)
     model = inherit_weights(space, arch, hparams, inherit) if inherit else space.build(arch, hparams)
@@ -103,11 +103,13 @@ def train_arch(space: SearchSpace, arch: Arch, hparams: dict[str, float], cfg: T
     bar = tqdm(range(cfg.epochs), desc=f"train {space.arch_id(arch)}", unit="epoch", disable=not progress,
                dynamic_ncols=True)
     train_acc = 0.0
+    augment = augment_for(cfg, splits.mean, splits.std)  # None unless augment_crop/augment_flip
     for epoch in bar:
         model.train()
         correct = n = 0
-        for x, y in make_loader(splits.train, cfg.batch_size, shuffle=True,
-                                seed=cfg.seed * cfg.data_seed_stride + epoch):
+        seed = cfg.seed * cfg.data_seed_stride + epoch
+        train = make_loader(splits.train, cfg.batch_size, shuffle=True, seed=seed)
+        for x, y in augment_batches(train, augment, seed):
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y)

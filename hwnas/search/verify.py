@@ -21,6 +21,7 @@ import torch
 from .._ckpt import load_state
 from .._io import read_json, write_json
 from ..config import SearchConfig
+from ..data import data_options
 from ..errors import HwnasError
 from ..run import VERIFY, checkpoint_of
 from ..space import Arch, get_space
@@ -73,7 +74,7 @@ def verify(cfg: SearchConfig, shard_dir: str | Path, hparams: dict[str, float]) 
             records.append(done)
             continue
         if splits is None:
-            splits = load_for(space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit)
+            splits = load_for(space, cfg.dataset, cfg.data_root, cfg.seed, cfg.data_limit, **data_options(cfg))
         t0 = time.perf_counter()
         trained, _ = train_arch(space, arch, hparams, tcfg, inherit=d, progress=False, splits=splits)
         rec = Verified(rank, arch, arch_id, predicted, log_prob, trained.val_accuracy,
