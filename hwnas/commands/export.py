@@ -10,11 +10,14 @@ examples:
   hwnas export runs/digits --weights w/digits.safetensors --out exp/d
                                                              weights of `hwnas train ... --save w/digits.safetensors`
   hwnas export runs/pareto --arch all --out exports/pareto   every Pareto entry into exports/pareto/<arch_id>/
-  hwnas export runs/digits --ort --int8 --out exports/mobile ORT Mobile file + int8 QDQ model, compared
+  hwnas export runs/digits --ort --int8 --out exports/mobile ORT Mobile files (fp32 + int8 QDQ), compared
   hwnas export runs/digits --dynamic-batch --out exports/b   batch axis of x/y left dynamic
 
 The folder holds model.onnx (eval mode, BatchNorm folded, input x (1|batch, C, H, W), output y = logits),
-optionally model.ort + required_operators.config and model.int8.onnx, and manifest.json: arch, accuracy
+optionally model.int8.onnx and, with --ort, model.ort (+ model.int8.ort), each with its own
+<stem>.required_operators.config (the .ort style, Fixed or Runtime, is the faster one on the table's
+device when that is this host, else Fixed), README.md (a model card: preprocessing, labels, latency per
+file and device, operators, NNAPI/CoreML readiness, Python/Android/C++ usage), and manifest.json: arch, accuracy
 on the run's test split (through onnxruntime), measured latency (onnxruntime, the latency table's
 protocol) next to the table's prediction, parity error vs torch and its tolerance, opset, versions and
 the sha256 of every file. With a table of another device (--latency-table PHONE) the latency is that
@@ -35,7 +38,8 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="CKPT",
                    help="weights saved by `hwnas train ARCH.json --save CKPT` (default: the run's supernet weights)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--ort", action="store_true", help="also write model.ort and required_operators.config")
+    p.add_argument("--ort", action="store_true",
+                   help="also write model.ort (+ model.int8.ort) and their <stem>.required_operators.config")
     p.add_argument("--int8", action="store_true",
                    help="also write model.int8.onnx (static QDQ, calibrated on training images) and time it")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch axis dynamic (default: 1)")
@@ -68,6 +72,9 @@ def _summary(m: dict) -> None:
         print(f"  int8: accuracy {q['accuracy']:.4f}, latency {q_ms:.4f} ms{where} ({q['speedup_vs_fp32']:.2f}x fp32)")
         if not q["faster_than_fp32"]:
             print(f"  note: {q['note']}")
+    for o in (m.get("ort"), (q or {}).get("ort")):
+        if o:
+            print(f"  {o['file']}: {o['optimization_style']} style; {o['style_choice']['reason']}")
     if m.get("latency_warning"):
         print(f"  warning: {m['latency_warning']}")
 

@@ -2,7 +2,9 @@
 
 ``export(run_dir, out)`` writes, atomically (temp folder next to ``out``, renamed at the end)::
 
-    out/model.onnx  [model.ort required_operators.config]  [model.int8.onnx]  manifest.json
+    out/model.onnx  [model.int8.onnx]  [model.ort model.required_operators.config
+                                         model.int8.ort model.int8.required_operators.config]
+        README.md (model card, ``card.py``)  manifest.json
 
 or, with ``arch="all"``, one such folder per Pareto entry under ``out/<arch_id>/`` plus an index
 ``out/manifest.json``.
@@ -21,10 +23,11 @@ import numpy as np
 
 from .._io import write_json
 from ..errors import HwnasError
-from ..latency.protocol import Model, Protocol
+from ..latency.protocol import Protocol
 from ..run import CHECKPOINT, EXPORT_FORMAT, RunFolder, is_export
-from . import _onnx
+from . import _onnx, artefacts, card, metadata
 from ._select import Selected, load_module, select
+from .timing import latency_entries, ort_choice, time_artefacts
 
 PARITY_TOLERANCE = 1e-4  # max |onnxruntime - torch| on logits, fp32, per unit of logit scale (see _export_one)
 PARITY_SAMPLES = 64  # test images compared against torch
@@ -50,7 +53,9 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
         weights: a ``hwnas train --save`` file (``.safetensors``); default: the run's supernet weights
             (``checkpoint.safetensors``; a pickled ``checkpoint.pt`` of an older hwnas is refused, never loaded).
         opset: ONNX opset (TorchScript exporter).
-        ort: also write ``model.ort`` and ``required_operators.config`` (ORT Mobile, reduced builds).
+        ort: also write ``model.ort`` (and ``model.int8.ort`` with ``int8``), each with its own
+            ``<stem>.required_operators.config`` (ORT Mobile, reduced builds); the optimisation style follows
+            ``artefacts.ort_plan`` (both styles timed when the table's device is this host).
         int8: also write ``model.int8.onnx`` (static QDQ, calibrated on training images) and compare it.
         dynamic_batch: make the batch axis of ``x``/``y`` dynamic (default: fixed batch 1).
         latency_table: table for the predicted latency (default: the shipped table matching this CPU). A
@@ -88,7 +93,7 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
             for sel in sels:
                 (tmp / sel.arch_id).mkdir()
                 exports.append(_export_one(sel, tmp / sel.arch_id, data, **opts))
-            manifest = {"format": EXPORT_FORMAT, "version": 1, "run_dir": str(Path(run_dir).resolve()), "arch": "all",
+            manifest = {"format": EXPORT_FORMAT, "version": 1, "run_dir": Path(run_dir).resolve().name, "arch": "all",
                         "exports": [{"arch_id": m["arch_id"], "folder": m["arch_id"], "accuracy": m["accuracy"],
                                      "measured_latency_ms": m["measured_latency_ms"],
                                      "predicted_latency_ms": m.get("predicted_latency_ms"),
@@ -120,14 +125,18 @@ class _Data:
     """Test and calibration images of the run's dataset (config.yaml: dataset, data_root, data_limit, seed)."""
 
     def __init__(self, sel: Selected, cfg: dict[str, Any]) -> None:
+        from ..data import data_options
         from ..search._runtime import load_for
 
         self.dataset = cfg.get("dataset", "digits")
-        splits = load_for(sel.space, self.dataset, cfg.get("data_root"), int(cfg.get("seed", 0)), cfg.get("data_limit"))
+        splits = load_for(sel.space, self.dataset, cfg.get("data_root"), int(cfg.get("seed", 0)), cfg.get("data_limit"),
+                          **data_options(cfg))
         self.x_test = splits.test.tensors[0].numpy().astype(np.float32)  # (N, C, H, W)
         self.y_test = splits.test.tensors[1].numpy()  # (N,)
         self.x_calib = splits.train.tensors[0][:CALIBRATION_SAMPLES].numpy().astype(np.float32)
         self.description = splits.description
+        self.preprocess = metadata.preprocess(splits)
+        self.labels = list(splits.class_names) or [str(k) for k in range(splits.num_classes)]
 
 
 def _sha256(path: Path) -> str:
@@ -169,7 +178,7 @@ def _foreign_latency(sel: Selected, lat_model: Any, table_path: str | None, devi
     from ..latency.fingerprint import host_fingerprint
 
     return {"latency_source": "predicted", "latency_device": device, "measured_latency_ms": None,
-            "predicted_latency_ms": lat_model.predict(sel.arch), "latency_table": table_path,
+            "predicted_latency_ms": lat_model.predict(sel.arch), "latency_table": metadata.relative_table(table_path),
             "latency_table_calibrated": lat_model.calibrated,
             "latency_note": (f"predicted for {device} by its table; not measured: this host is not {device} "
                              f"({why[0]}); its own timing is under host_latency_ms and is not compared"),
@@ -184,7 +193,6 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
     import torch
 
     from .. import __version__
-    from ..latency.quiet import measure_quietly
 
     space = sel.space
     module = load_module(sel, weights)
@@ -207,85 +215,180 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
                          f"for arch {sel.arch_id}; try another --opset, and report it if it persists")
     acc = _onnx.accuracy(logits, data.y_test)
 
-    # latency: predicted by the table, measured end to end with the table's protocol
     lat_model, table_path, note = _prediction(sel, latency_table)
     proto = protocol or (lat_model.protocol if lat_model is not None else Protocol())
+    foreign = _foreign(lat_model, proto)
+    device = metadata.device(lat_model, table_path, foreign)
     shape1 = (1, *space.input_shape)
-    models = [Model("fp32", onnx_path.read_bytes(), shape1)]
     manifest: dict[str, Any] = {
         "format": EXPORT_FORMAT, "version": 1, "space": space.name, "space_args": space.args,
         "arch": sel.arch, "arch_id": sel.arch_id, "hparams": sel.hparams,
-        "weights": str(weights) if weights is not None else f"supernet weights of {sel.source / CHECKPOINT}",
+        "weights": _weights_label(sel, weights),
         "dataset": data.description,
-        "input": {"name": "x", "shape": ["batch" if dynamic_batch else 1, *space.input_shape], "dtype": "float32"},
+        "input": {"name": "x", "shape": ["batch" if dynamic_batch else 1, *space.input_shape], "dtype": "float32",
+                  "layout": "NCHW"},
         "output": {"name": "y", "shape": ["batch" if dynamic_batch else 1, space.num_classes],
                    "meaning": "logits"},
+        "preprocess": data.preprocess, "labels": data.labels, "device": device,
         "dynamic_batch": dynamic_batch, "opset": opset, "exporter": "torch.onnx TorchScript (dynamo=False)",
         "ops": ops, "batchnorm_folded": batchnorm == 0,
         "parity_max_abs_err": parity, "parity_tolerance": tolerance, "parity_samples": n,
         "parity_tolerance_rule": f"{PARITY_TOLERANCE:g} x max(1, max |torch logit|) over the parity samples",
         "accuracy": acc, "accuracy_samples": len(data.y_test),
+        "accuracy_kind": f"top-1 accuracy of this file through onnxruntime on the run's test split ({data.dataset})",
+        "candidate_accuracy": _candidate_accuracy(sel.entry),
     }
-    if ort:
-        ort_path, _ = _onnx.convert_ort(onnx_path, folder)
-        ort_out = _onnx.run_batches(_onnx.session(ort_path), data.x_test[:n], batch)
-        manifest["ort"] = {"file": ort_path.name, "required_operators": "required_operators.config",
-                           "max_abs_err_vs_onnx": float(np.abs(ort_out - logits[:n]).max()) if n else 0.0,
-                           "optimization_style": "Fixed"}
+    onnx_files = ["model.onnx"]
     if int8:
         q_path = folder / "model.int8.onnx"
         settings = _onnx.quantize_int8(onnx_path, q_path, data.x_calib)
         q_logits = _onnx.run_batches(_onnx.session(q_path), data.x_test, batch)
         manifest["int8"] = {"file": q_path.name, **settings, "accuracy": _onnx.accuracy(q_logits, data.y_test),
+                            "accuracy_samples": len(data.y_test),
                             "agreement_with_fp32": float((q_logits.argmax(1) == logits.argmax(1)).mean())}
-        models.append(Model("int8", q_path.read_bytes(), shape1))
-    foreign = _foreign(lat_model, proto)
-    # the quiet path (one core, probe around the batch, remeasured or marked noisy); fp32 and int8 side by side
+        onnx_files.append(q_path.name)
+    for name in onnx_files:  # the .ort candidates are converted from files that already carry the metadata
+        metadata.write(folder / name, metadata.props(manifest, None))
+
+    # .ort candidates per ONNX file; timing of every artefact side by side on the quiet path
+    plan = artefacts.ort_plan((device.get("fingerprint") or {}).get("machine") or _machine(), device["this_host"])
+    work = folder / "_ort"
+    cands = {(name, style): artefacts.convert(folder / name, work / f"{name}-{style}", style,
+                                              plan["target_platform"])[0]
+             for name in (onnx_files if ort else []) for style in plan["styles"]}
     overhead = lat_model.table.overhead_ms if lat_model is not None and not foreign else None
-    results = measure_quietly(models, proto, probe_ms=overhead)
-    measured = results[0].median_ms  # on this host
+    timed = time_artefacts(folder, onnx_files, cands, proto, shape1, probe_ms=overhead,
+                           this_host=device["this_host"])
+    measured = timed["model.onnx"].median_ms  # on this host
     manifest["latency_protocol"] = proto.to_dict()
     if foreign:  # another device's table: its prediction is the latency; this host's timing is kept apart
-        device = lat_model.table.device.get("name", "?")
-        manifest.update(_foreign_latency(sel, lat_model, table_path, device, foreign, results[0], proto))
+        manifest.update(_foreign_latency(sel, lat_model, table_path, device["name"], foreign, timed["model.onnx"],
+                                         proto))
     else:
         manifest["measured_latency_ms"] = measured
-        manifest["measured_spread"] = results[0].record()["spread"]
+        manifest["measured_spread"] = timed["model.onnx"].record()["spread"]
         manifest["latency_source"] = "measured" if lat_model is not None else None
-        manifest["latency_device"] = lat_model.table.device.get("name") if lat_model is not None else None
-        manifest["measurement"] = results[0].record()
+        manifest["latency_device"] = device["name"]
+        manifest["measurement"] = timed["model.onnx"].record()
+    predicted = lat_model.predict(sel.arch) if lat_model is not None else None
     if lat_model is not None and not foreign:  # the table's own device: prediction and measurement compare
-        predicted = lat_model.predict(sel.arch)
         gap = abs(measured - predicted) / predicted if predicted > 0 else float("inf")
-        manifest.update(predicted_latency_ms=predicted, latency_table=table_path, latency_gap=gap,
-                        latency_table_calibrated=lat_model.calibrated)
+        manifest.update(predicted_latency_ms=predicted, latency_table=metadata.relative_table(table_path),
+                        latency_gap=gap, latency_table_calibrated=lat_model.calibrated)
         if gap > LATENCY_GAP:
             msg = (f"arch {sel.arch_id}: measured {measured:.4f} ms is {gap:.0%} away from the predicted "
-                   f"{predicted:.4f} ms (table {table_path}); recalibrate the table (`hwnas latency calibrate`) "
-                   "or profile this device")
+                   f"{predicted:.4f} ms (table {manifest['latency_table']}); recalibrate the table "
+                   "(`hwnas latency calibrate`) or profile this device")
             manifest["latency_warning"] = msg
             warnings.warn(msg, LatencyGapWarning, stacklevel=3)
     elif lat_model is None:
         manifest["predicted_latency_ms"] = None
         manifest["latency_note"] = note
     if int8:
-        q_ms = results[1].median_ms
-        faster = q_ms < measured
-        key = "host_latency_ms" if foreign else "measured_latency_ms"  # timed here, like fp32
-        manifest["int8"].update({key: q_ms, "speedup_vs_fp32": measured / q_ms if q_ms > 0 else None,
-                                 "faster_than_fp32": faster})
-        if foreign:
-            manifest["int8"]["timed_on"] = (f"this host, not {manifest['latency_device']}: the speed-up may "
-                                            "differ there")
-        if not faster:
-            manifest["int8"]["note"] = (f"int8 is not faster than fp32 on this CPU ({q_ms:.4f} ms vs "
-                                        f"{measured:.4f} ms); deploy model.onnx here")
+        _int8_latency(manifest, timed["model.int8.onnx"].median_ms, measured, foreign)
+
+    # per-artefact latency, the kept .ort styles, final metadata, then the shipped .ort files
+    choices = {name: ort_choice(name, plan, timed, device["name"]) for name in onnx_files if ort}
+    keys = {name: name for name in onnx_files}
+    keys.update({_ort_name(name): f"{name}:{c['chosen']}" for name, c in choices.items()})
+    latency = latency_entries(keys, timed, device, predicted)
+    props = metadata.props(manifest, latency)
+    for name in onnx_files:
+        metadata.write(folder / name, props)
+    arts = {name: {"kind": f"{'int8 QDQ' if 'int8' in name else 'fp32'} ONNX", "latency": latency[name],
+                   "operators": _graph_ops(folder / name), "mobile_usability": artefacts.mobile_usability(folder / name)}
+            for name in onnx_files}
+    if not device["this_host"]:  # this host's own timing, apart from the device's latency
+        for name in onnx_files:
+            arts[name].update(host_latency_ms=timed[name].median_ms,
+                              host_note=f"timed on this host, not on {device['name']}; not its latency")
+    for name, choice in choices.items():
+        entry = _ship_ort(folder, name, choice, work / "final", logits[:n], data.x_test[:n], batch)
+        arts[entry["file"]] = {"kind": f"{'int8' if 'int8' in name else 'fp32'} ORT format", "source": name,
+                               "latency": latency[entry["file"]], "operators": entry["operators"],
+                               "required_operators": entry["required_operators"],
+                               "optimization_style": choice["chosen"]}
+        (manifest["int8"] if "int8" in name else manifest)["ort"] = entry
+    shutil.rmtree(work, ignore_errors=True)
+    manifest["artefacts"] = arts
+    manifest["metadata_props"] = props
     manifest["versions"] = {"hwnas": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                             "onnxruntime": onnxruntime.__version__}
+    (folder / "README.md").write_text(card.render(manifest))
     manifest["files"] = {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size}
                          for f in sorted(folder.iterdir()) if f.is_file()}
     write_json(folder / "manifest.json", manifest)
     return manifest
 
+
+def _machine() -> str:
+    import platform
+
+    return platform.machine()
+
+
+def _ort_name(onnx_name: str) -> str:
+    return f"{Path(onnx_name).stem}.ort"
+
+
+def _graph_ops(path: Path) -> dict[str, int]:
+    import onnx
+
+    ops: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+        ops[key] = ops.get(key, 0) + 1
+    return dict(sorted(ops.items()))
+
+
+def _ship_ort(folder: Path, name: str, choice: dict[str, Any], work: Path, ref: np.ndarray, x: np.ndarray,
+              batch: int) -> dict[str, Any]:
+    """Convert ``name`` (with its final metadata) in the chosen style to ``<stem>.ort`` + its operator config,
+    and compare its outputs with the ONNX file's."""
+    ort_file = _ort_name(name)
+    made, cfg = artefacts.convert(folder / name, work / name, choice["chosen"], choice["target_platform"])
+    made.replace(folder / ort_file)
+    cfg_name = artefacts.config_name(ort_file)
+    ops = artefacts.rewrite_config(cfg, folder / cfg_name, ort_file)
+    src_out = ref if "int8" not in name else _onnx.run_batches(_onnx.session(folder / name), x, batch)
+    got = _onnx.run_batches(_onnx.session(folder / ort_file), x, batch)
+    return {"file": ort_file, "source": name, "required_operators": cfg_name, "operators": ops,
+            "max_abs_err_vs_onnx": float(np.abs(got - src_out).max()) if len(x) else 0.0,
+            "optimization_style": choice["chosen"], "target_platform": choice["target_platform"],
+            "session_config": dict(artefacts.session_config(choice["chosen"])), "style_choice": choice,
+            "timed_before_metadata": "the timed candidate differs from this file only in metadata_props"}
+
+
+def _int8_latency(manifest: dict[str, Any], q_ms: float, measured: float, foreign: list[str]) -> None:
+    """The int8 file's timing on this host next to fp32's (kept apart from the device for a foreign table)."""
+    faster = q_ms < measured
+    key = "host_latency_ms" if foreign else "measured_latency_ms"  # timed here, like fp32
+    manifest["int8"].update({key: q_ms, "speedup_vs_fp32": measured / q_ms if q_ms > 0 else None,
+                             "faster_than_fp32": faster})
+    if foreign:
+        manifest["int8"]["timed_on"] = (f"this host, not {manifest['latency_device']}: the speed-up may "
+                                        "differ there")
+    if not faster:
+        manifest["int8"]["note"] = (f"int8 is not faster than fp32 on this CPU ({q_ms:.4f} ms vs "
+                                    f"{measured:.4f} ms); deploy model.onnx here")
+
+
+def _weights_label(sel: Selected, weights: str | Path | None) -> str:
+    """Where the weights came from, without absolute paths: the --weights file's name, or the run-relative
+    checkpoint of the supernet (``RUN/shards/<key>/checkpoint.safetensors``)."""
+    if weights is not None:
+        return Path(weights).name
+    src = sel.source
+    run = src.parent.parent if src.parent.name == "shards" else src
+    return f"supernet weights of {run.name}/{(src / CHECKPOINT).relative_to(run).as_posix()}"
+
+
+def _candidate_accuracy(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's own accuracy of the arch (search or ``hwnas finalize``: mean, 95% interval, seeds), as recorded."""
+    if entry.get("accuracy") is None:
+        return None
+    runs = entry.get("accuracy_runs")
+    return {"accuracy": entry.get("accuracy"), "kind": entry.get("accuracy_kind"), "ci95": entry.get("accuracy_ci"),
+            "seeds": len(runs) if isinstance(runs, list) else None, "runs": runs}
 
 __all__ = ["PARITY_TOLERANCE", "LatencyGapWarning", "export"]

@@ -1,10 +1,8 @@
-"""ONNX files and their checks: export, checker, parity, accuracy, ``.ort`` conversion, int8 QDQ."""
+"""ONNX files and their checks: export, checker, parity, accuracy, int8 QDQ (``.ort``: ``artefacts.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,41 +76,6 @@ def torch_outputs(module: nn.Module, x: np.ndarray) -> np.ndarray:
 
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
-
-
-def convert_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path]:
-    """ORT format for ORT Mobile: ``model.ort`` and ``required_operators.config`` (reduced-build op list).
-
-    Uses onnxruntime's ``convert_onnx_models_to_ort`` (fixed optimisations, the portable style).
-    """
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
-    work = out_dir / "_ort"
-    work.mkdir()
-    src = work / onnx_path.name
-    src.write_bytes(onnx_path.read_bytes())
-    quiet = logging.getLogger("ort_format_model.utils")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
-    try:  # the converter prints progress; keep stdout clean for --json
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            convert_onnx_models_to_ort(src, output_dir=work, optimization_styles=[OptimizationStyle.Fixed])
-    except Exception as err:  # onnxruntime raises its own types
-        raise HwnasError(f"onnxruntime could not convert {onnx_path.name} to ORT format ({err}); "
-                         "export without --ort or try --opset 17") from None
-    finally:
-        quiet.setLevel(level)
-    made = sorted(work.glob("*.ort"))
-    configs = sorted(work.glob("*.config"))
-    if not made or not configs:
-        raise HwnasError(f"onnxruntime's ORT conversion wrote no .ort/.config in {work}; export without --ort")
-    ort_path, cfg_path = out_dir / "model.ort", out_dir / "required_operators.config"
-    made[0].replace(ort_path)
-    configs[0].replace(cfg_path)
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
-    return ort_path, cfg_path
 
 
 class _Calibration:

@@ -129,11 +129,14 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Model:
-    """A model to time: ``name``, serialized ONNX ``onnx`` and its fixed input shape (batch included)."""
+    """A model to time: ``name``, serialized ONNX ``onnx`` (or ORT-format bytes) and its fixed input shape
+    (batch included); ``config``: session config entries its sessions need (e.g. a ``.ort`` with saved
+    runtime optimisations replays them only with ``session.enable_saved_runtime_optimizations`` = 1)."""
 
     name: str
     onnx: bytes
     input_shape: tuple[int, ...]
+    config: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,9 +221,12 @@ def host_info(protocol: Protocol) -> dict:
 
 
 # ---- timing ------------------------------------------------------------------------------------------
-def new_session(onnx: bytes, protocol: Protocol) -> ort.InferenceSession:
-    """A fresh session with the protocol's threads, sequential execution and optimisation level."""
+def new_session(onnx: bytes, protocol: Protocol, config: Sequence[tuple[str, str]] = ()) -> ort.InferenceSession:
+    """A fresh session with the protocol's threads, sequential execution and optimisation level (plus the
+    session config entries ``config``)."""
     so = ort.SessionOptions()
+    for key, value in config:
+        so.add_session_config_entry(key, value)
     so.intra_op_num_threads = protocol.threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -245,7 +251,7 @@ def aligned_input(shape: Sequence[int], align: int = 4096) -> np.ndarray:
 
 def time_trial(model: Model, protocol: Protocol) -> float:
     """One trial: fresh session, warm-up, ``runs`` timed calls. Returns the median call time in ms."""
-    sess = new_session(model.onnx, protocol)
+    sess = new_session(model.onnx, protocol, model.config)
     inp = sess.get_inputs()[0]
     x = aligned_input(model.input_shape)  # preallocated, page-aligned
     feed = {inp.name: x}
