@@ -45,7 +45,7 @@ def tables_home() -> Path:
     env = env_table_dirs()
     if env:
         return env[0]
-    here = Path.cwd() / TABLES
+    here = Path(TABLES)  # relative, as a user typing the path would see it
     return here if here.is_dir() else user_tables_dir()
 
 

@@ -146,6 +146,7 @@ def test_hardware_term_moves_an_accuracy_free_choice_to_the_cheaper_op(table_pat
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_targets_sweep_writes_candidates_and_front(tmp_path, table_path, model):
     lo, hi = model.min_latency()[1], model.max_latency()[1]
     targets = [round(lo + f * (hi - lo), 4) for f in (0.15, 0.5)]

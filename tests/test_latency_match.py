@@ -231,6 +231,7 @@ def here(tmp_path, monkeypatch):
     """cwd = a fresh folder whose ``latency_tables`` is the only place tables are looked up."""
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "latency_tables"
+    root.mkdir()  # a working folder with latency_tables/ (a checkout): profile writes there, not the user folder
     monkeypatch.setattr(store, "table_roots", lambda: [root])
     return root
 

@@ -104,7 +104,7 @@ def _note(line: str) -> None:
 @functools.cache
 def _hint_cluster_up() -> None:
     """Once per process, when a sweep starts its own cluster: the long-lived alternative."""
-    _note("hwnas: starting a private Ray cluster for this sweep (about 10 s of start-up and shutdown); "
+    _note("hwnas: starting a private Ray cluster for this sweep (its start and stop add seconds to the sweep); "
           "`hwnas cluster up` keeps one running that sweeps join")
 
 
