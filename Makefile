@@ -27,10 +27,10 @@ demo: setup
 	$(BIN)/hwnas report runs/demo
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadgroup
 
 test-fast: setup
-	$(BIN)/pytest -q -m "not slow and not ray"
+	$(BIN)/pytest -q -n 2 -m "not slow and not ray"
 
 bench: setup
 	$(BIN)/python benchmarks/supernet_step.py

@@ -101,8 +101,12 @@ class SearchConfig:
     hypergrad_seed_stride: PositiveInt = 7
     # ---- hardware-aware search (needs a latency table) ----
     latency_table: str | None = None  # table JSON; None with a target/hw_loss: the shipped table for this machine
+    precision: str = "fp32"  # fp32 | int8: the latency (table, budget, measurement) of the fp32 or the int8 model
     hw_loss: str | None = None  # mul (FBNet) | add (ProxylessNAS) | budget (dual ascent); None: budget if target
     target_ms: PositiveFloat | None = None  # latency budget; the derived arch is predicted <= it
+    # several targets ("DEVICE_TABLE:BUDGET_MS" or {table, budget_ms}), primary first: every budget is kept
+    # (hwnas.search.targets); the first is latency_table/target_ms, the one a sweep's targets vary
+    latency_targets: list[dict[str, Any]] | None = None
     hw_lambda: NonNegative | None = None  # add: weight of E[T]/T_ref (0.1); budget: initial multiplier (0)
     fbnet_a: PositiveFloat = 0.2  # mul: L = CE * a * log(E[T] / 1us) ** b (FBNet's a and b)
     fbnet_b: PositiveFloat = 0.6
@@ -117,6 +121,7 @@ class SearchConfig:
         from .search.hardware import HW_LOSSES
         from .space import SPACES
 
+        self._check_targets()
         check_fields(self)
         if self.hw_loss is not None:
             HW_LOSSES.get(self.hw_loss)
@@ -140,8 +145,37 @@ class SearchConfig:
                               for k, v in (("tau_max", tau_max), ("tau_min", tau_min)))
             raise FieldError(given, f"tau_max must be >= tau_min (the temperature anneals from tau_max down to "
                              f"tau_min), got {shown}", "pass both --tau-max and --tau-min, tau_max the larger")
+        if self.precision not in ("fp32", "int8"):
+            raise FieldError("precision", f"precision must be fp32 or int8, got {self.precision!r}",
+                             "int8 searches with an int8 latency table (`hwnas profile --precision int8`)")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise FieldError("device", f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def _check_targets(self) -> None:
+        """Parse ``latency_targets`` into ``{table, budget_ms}`` and make the first one ``latency_table``/
+        ``target_ms`` (which must agree with it when given too)."""
+        from .search.targets import EXAMPLE, parse_target
+
+        if self.latency_targets is None:
+            return
+        if not isinstance(self.latency_targets, list) or not self.latency_targets:
+            raise FieldError("latency_targets", f"latency_targets must list DEVICE_TABLE:BUDGET_MS targets, got "
+                             f"{self.latency_targets!r}", f"e.g. {EXAMPLE}")
+        try:
+            self.latency_targets = [parse_target(t) for t in self.latency_targets]
+        except ConfigError as err:
+            raise FieldError("latency_targets", str(err)) from None
+        first = self.latency_targets[0]
+        for key, mine in (("latency_table", "table"), ("target_ms", "budget_ms")):
+            if getattr(self, key) is None:
+                setattr(self, key, first[mine])
+            elif getattr(self, key) != first[mine]:
+                raise FieldError(key, f"{key} {getattr(self, key)!r} disagrees with the first latency target "
+                                 f"{first[mine]!r}", "give the primary target once: --target DEVICE_TABLE:BUDGET_MS "
+                                 "(first) or --latency-table/--target-ms, not both")
+        if len(self.latency_targets) > 1 and self.hw_loss not in (None, "budget"):
+            raise FieldError("hw_loss", f"hw_loss {self.hw_loss!r} weighs one latency, but {len(self.latency_targets)}"
+                             " latency targets are given", "drop --hw-loss (several targets use budget)")
 
     @property
     def hardware_aware(self) -> bool:

@@ -359,7 +359,7 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     single search (an --out that a failed export must leave as it was)."""
     d = tmp_path_factory.mktemp("fuzz-sources")
     (d / "base.yaml").write_text(yaml.safe_dump(BASE_CFG))
-    for name, extra in (("single", []), ("sweep", ["--targets", "0.03,0.08", "--no-report"])):
+    for name, extra in (("single", []), ("sweep", ["--targets", "0.06,0.12", "--no-report"])):
         rc, out, err = _cli(["search", "--config", str(d / "base.yaml"), "--out", str(d / name), "--no-ray",
                              "--no-progress", *extra])
         assert rc == 0, f"fixture run {name} failed: {out}\n{err}"

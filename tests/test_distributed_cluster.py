@@ -97,7 +97,7 @@ def test_killed_driver_then_resume_completes_the_run(tmp_path):
     args = ["search", "--space", "seed-cnn", "--dataset", "digits", "--data-limit", "300", "--epochs", "4",
             "--warmup-epochs", "1", "--fine-tune-epochs", "1", "--threads", "1", "--targets", "0.08",
             "--seeds", "0,1", "--no-progress", "--out", str(run)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     driver = subprocess.Popen([sys.executable, "-m", "hwnas.cli", *args], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

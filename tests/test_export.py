@@ -197,7 +197,7 @@ def test_weights_file_from_hwnas_train(seed_run, tmp_path):
 
 def test_arch_all_and_ids_on_a_sweep(tmp_path):
     run = tmp_path / "sweep"
-    sweep = hwnas.search(out=run, targets=[0.02, 0.05], data_limit=100, fine_tune_epochs=0, ray=False, **TINY)
+    sweep = hwnas.search(out=run, targets=[0.06, 0.12], data_limit=100, fine_tune_epochs=0, ray=False, **TINY)
     front = sweep.pareto
     m = export(run, tmp_path / "all", arch="all", protocol=FAST)
     assert [e["arch_id"] for e in m["exports"]] == [c["arch_id"] for c in front]

@@ -120,7 +120,7 @@ def test_finalize_killed_mid_run_resumes_with_the_runs_not_yet_written(sweep_run
 
     run = tmp_path / "run"
     shutil.copytree(sweep_run, run)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "hwnas.cli", "finalize", str(run), "--epochs", "2", "--seeds", "0,1", "--no-ray",
             "--no-report", "--no-progress"]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _contract import contract_space
 
 from hwnas.relax import RELAXATIONS, make_relaxation
-from hwnas.space import SPACES, get_space
+from hwnas.space import SPACES
 from hwnas.supernet import Supernet
 
 STEPS = {"softmax": 2, "gumbel": 2}  # soft relaxations; the others SAMPLED_STEPS
@@ -26,7 +27,7 @@ SAMPLED_STEPS = 96
 @pytest.mark.parametrize("relaxation", RELAXATIONS.names())
 def test_every_parameter_and_label_gets_a_gradient(name, relaxation):
     torch.manual_seed(0)
-    space = get_space(name)
+    space = contract_space(name)
     net, relax = Supernet(space).train(), make_relaxation(relaxation, space)
     x, y = torch.randn(4, *space.input_shape), torch.randint(0, space.num_classes, (4,))
     for step in range(STEPS.get(relaxation, SAMPLED_STEPS)):

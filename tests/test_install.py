@@ -75,12 +75,12 @@ def test_installed_wheel_searches_under_a_budget_outside_a_checkout(venv, tmp_pa
     where = _run([str(venv / "bin" / "python"), "-c", "import hwnas; print(hwnas.__file__)"], work, env)
     assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr  # not the checkout's
     hwnas = str(venv / "bin" / "hwnas")
-    proc = _run([hwnas, "search", "--space", "seed-cnn", "--dataset", "digits", "--target-ms", "0.03",
+    proc = _run([hwnas, "search", "--space", "seed-cnn", "--dataset", "digits", "--target-ms", "0.08",
                  "--epochs", "3", "--warmup-epochs", "1", "--data-limit", "300", "--out", "run", "--no-progress",
                  "--json"], work, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     arch = json.loads((work / "run" / "arch.json").read_text())
-    assert arch["predicted_latency_ms"] <= 0.03
+    assert arch["predicted_latency_ms"] <= 0.08
     assert Path(arch["latency_table"]).is_relative_to(venv)  # the wheel's own copy of the shipped table
     # the shipped configs by name, from a folder that has no configs/
     listed = _run([hwnas, "configs"], work, env)
@@ -101,7 +101,7 @@ def test_profile_outside_a_checkout_writes_to_the_user_folder(venv, tmp_path):
     assert not (work / "latency_tables").exists()
     # an incomplete table is never picked: the search still uses the complete shipped one
     proc = _run([str(venv / "bin" / "hwnas"), "search", "--space", "seed-cnn", "--dataset", "digits", "--target-ms",
-                 "0.03", "--epochs", "2", "--warmup-epochs", "1", "--data-limit", "200", "--out", "run",
+                 "0.08", "--epochs", "2", "--warmup-epochs", "1", "--data-limit", "200", "--out", "run",
                  "--no-progress"], work, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "incomplete" in proc.stderr  # the skipped table is named, with the command that completes it

@@ -13,7 +13,10 @@ from hwnas.latency.protocol import cpu_model, isa_flags
 from hwnas.latency.table import space_hash, unit_keys
 from hwnas.space import SPACES, get_space
 
-SHIPPED = [n for n in SPACES.names() if SPACES.get(n).__module__.startswith("hwnas.")]  # not test-only spaces
+# Not test-only spaces, and not proxyless: a phone space whose table is imported (`hwnas latency import
+# --format proxylessnas`, tests/test_proxyless.py); profiling its 145 units at 224x224 here is not shipped.
+PHONE_ONLY = {"proxyless"}
+SHIPPED = [n for n in SPACES.names() if SPACES.get(n).__module__.startswith("hwnas.") and n not in PHONE_ONLY]
 TABLES = ROOT / "latency_tables"
 
 
@@ -37,7 +40,9 @@ def test_every_shipped_space_has_a_complete_calibrated_table(name):
 def test_find_table_returns_a_shipped_table_on_a_matching_machine(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TableWarning)  # tables of other devices are skipped with a warning
-        found = find_table(name, roots=[TABLES])
+        # 20%, not find_table's 10%: this checks that a shipped table fits its machine kind; the shared VMs
+        # drift by 5-12% between hours, which the 10% probe of a session then catches (tests/conftest.py)
+        found = find_table(name, roots=[TABLES], tolerance=0.2)
     matching = [p for p in TABLES.glob(f"*/{name}.json") if not mismatches(load_table(p, check_host=False))]
     if not matching:
         assert found is None

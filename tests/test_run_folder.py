@@ -56,7 +56,7 @@ def _search_folder(path: Path, **changes) -> Path:
 def test_a_second_writer_is_refused_while_the_first_finishes(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "hwnas.cli", "search", *TINY, "--epochs", "4", "--data-limit", "300", "--out", str(run)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from _contract import contract_space
 
 from hwnas.relax import RELAXATIONS, Sample, Soft, make_relaxation
 from hwnas.space import SPACES, get_space
@@ -27,7 +28,7 @@ def _perturb_bn(net: torch.nn.Module) -> None:
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_fixed_arch_equals_plain_module(name, mode):
     torch.manual_seed(0)
-    space = get_space(name)
+    space = contract_space(name)
     net = Supernet(space)
     _perturb_bn(net)
     rng = random.Random(3)
@@ -54,7 +55,7 @@ def test_every_seed_cnn_arch_extracts_into_its_plain_module():
 def test_one_hot_mixture_equals_fixed_arch(name):
     """A soft sample with one-hot weights must run exactly the arch it points at (paths, masks, merges)."""
     torch.manual_seed(1)
-    space = get_space(name)
+    space = contract_space(name)
     net = Supernet(space).eval()
     arch = space.sample(random.Random(5))
     soft = Sample({c.label: Soft(torch.nn.functional.one_hot(torch.tensor(c.values.index(arch[c.label])),
@@ -68,7 +69,7 @@ def test_one_hot_mixture_equals_fixed_arch(name):
 @pytest.mark.parametrize("relaxation", RELAXATIONS.names())
 def test_relaxed_forward_backward_reaches_weights(name, relaxation):
     torch.manual_seed(0)
-    space = get_space(name)
+    space = contract_space(name)
     net, relax = Supernet(space).train(), make_relaxation(relaxation, space)
     x, y = torch.randn(4, *space.input_shape), torch.randint(0, space.num_classes, (4,))
     sample = relax.sample(torch.Generator().manual_seed(0))

@@ -72,6 +72,8 @@ def _summary(m: dict) -> None:
         print(f"  int8: accuracy {q['accuracy']:.4f}, latency {q_ms:.4f} ms{where} ({q['speedup_vs_fp32']:.2f}x fp32)")
         if not q["faster_than_fp32"]:
             print(f"  note: {q['note']}")
+        if q.get("summary"):  # searched under an int8 budget
+            print(f"  int8 search target: {q['summary']}")
     for o in (m.get("ort"), (q or {}).get("ort")):
         if o:
             print(f"  {o['file']}: {o['optimization_style']} style; {o['style_choice']['reason']}")

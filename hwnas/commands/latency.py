@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .._io import read_json
 from ..errors import HwnasError
 from ..space import get_space
 from ._common import print_json
+from ._runner import RUNNER_EPILOG, add_runner_flags, check_local_provider, run_profile_on
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -55,8 +55,12 @@ def protocol_from(args: argparse.Namespace, base: dict | None = None):
     """``Protocol`` from the flags, on top of a recorded protocol dict ``base`` (or the defaults)."""
     from ..latency.protocol import Protocol, ProtocolError
 
-    changes = {k: getattr(args, k) for k in ("runs", "trials", "warmup_runs", "warmup_s", "aggregate", "threads")
-               if getattr(args, k, None) is not None}
+    changes = {k: getattr(args, k) for k in ("runs", "trials", "warmup_runs", "warmup_s", "aggregate", "threads",
+                                             "pin_core") if getattr(args, k, None) is not None}
+    if getattr(args, "ep", None):
+        from ..latency.runners import provider_name
+
+        changes["provider"] = provider_name(args.ep)
     try:
         proto = Protocol.from_dict(base) if base else Protocol()
         return dataclasses.replace(proto, **changes)
@@ -79,14 +83,24 @@ Default output: <tables>/<device>/<space>.json (device default: {device_slug()})
 first folder of $HWNAS_LATENCY_TABLES, else ./{TABLES_DIR} when this folder has one (a checkout), else
 this user's table folder ({user_tables_dir()}). Lookups (search, export, --if-missing) read those
 folders in the same order, then the tables shipped with hwnas.
+--precision int8 times every unit quantised as `hwnas export --int8` quantises a network (static QDQ,
+calibrated on random tensors of the unit's input shape) into <device>/<space>.int8.json, beside the
+fp32 table; `hwnas search --precision int8` uses it. Calibrate and validate it like an fp32 table:
+  hwnas profile --space seed-cnn --precision int8
+  hwnas latency calibrate --table latency_tables/{device_slug()}/seed-cnn.int8.json --samples 48
 For a stable table pin one core and one BLAS thread:
-  OMP_NUM_THREADS=1 taskset -c 1 hwnas profile --space seed-cnn --device {device_slug()}""")
+  OMP_NUM_THREADS=1 taskset -c 1 hwnas profile --space seed-cnn --device {device_slug()}
+""" + RUNNER_EPILOG)
     p.add_argument("--space", required=True, help="search space name (see `hwnas spaces`)")
     p.add_argument("--device", default=None, help="device name recorded in the table (default: CPU model slug "
                                                   f"plus thread count, e.g. {device_slug()})")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1; tables are per count)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="time fp32 models (default) or int8 QDQ models quantised as `hwnas export --int8` does "
+                        "(table <space>.int8.json)")
     p.add_argument("--out", default=None, help="table path (default latency_tables/<device>/<space>.json)")
     p.add_argument("--limit", type=int, default=None, help="stop after measuring this many units (resume later)")
+    add_runner_flags(p)
     p.add_argument("--if-missing", action="store_true",
                    help="keep a table of this space that is complete, has this machine's fingerprint (CPU model, "
                         "ISA flags, caches, cores, onnxruntime, threads) and passes a quick probe (3 networks timed "
@@ -106,13 +120,32 @@ or validate it on held-out archs. Typical flow after `hwnas profile --space mbco
 
     pr = lsub.add_parser("predict", help="predicted latency (ms) of an arch file", formatter_class=RAW,
                          description="""\
-Print the predicted latency of an arch (the JSON written by search/train: {"space","arch",...}).
-Example:
-  hwnas latency predict --table latency_tables/amd-epyc-1t/seed-cnn.json arch.json --json""")
-    pr.add_argument("arch", help="arch JSON file")
+Print the predicted latency of an arch (the JSON written by search/train: {"space","arch",...}) or of
+a named arch SPACE:NAME (a published one, e.g. proxyless:proxylessnas-mobile).
+Examples:
+  hwnas latency predict --table latency_tables/amd-epyc-1t/seed-cnn.json arch.json --json
+  hwnas latency predict --table pixel1-tflite/proxyless.json proxyless:proxylessnas-mobile""")
+    pr.add_argument("arch", help="arch JSON file, or SPACE:NAME of a named arch")
     pr.add_argument("--table", default=None, help="latency table (default: the shipped table matching this machine)")
     pr.add_argument("--json", action="store_true", help='print {"predicted_latency_ms": ...}')
     pr.set_defaults(func=run_predict)
+
+    im = lsub.add_parser("import", help="turn a published latency table into an hwnas table (predicted only)",
+                         formatter_class=RAW, description="""\
+Turn a published lookup table into an hwnas table, labelled imported: its numbers were measured by
+its authors on their device, never by hwnas (source file and sha256 recorded), so it predicts for
+search, derivation and export, while calibrate and validate refuse it. A unit of the space that the
+file lacks is an error naming the unit. Formats: proxylessnas (ProxylessNAS's mobile_trim.yaml, Pixel 1,
+TensorFlow Lite, 1 thread) for space proxyless.
+Example:
+  hwnas latency import --format proxylessnas mobile_trim.yaml --device pixel1-tflite --out pixel1-tflite/proxyless.json
+  hwnas latency predict --table pixel1-tflite/proxyless.json proxyless:proxylessnas-mobile""")
+    im.add_argument("file", help="the published table (YAML)")
+    im.add_argument("--format", required=True, choices=("proxylessnas",), help="the table's format")
+    im.add_argument("--device", required=True, help="device name of the table, e.g. pixel1-tflite")
+    im.add_argument("--out", default=None, help="table path (default latency_tables/<device>/<space>.json)")
+    im.add_argument("--force", action="store_true", help="replace an existing table at --out")
+    im.set_defaults(func=run_import)
 
     ca = lsub.add_parser("calibrate", help="fit c0 and per-unit scales on end-to-end measurements",
                          formatter_class=RAW, description="""\
@@ -145,15 +178,16 @@ is refused (this host's timings say nothing about it). Example:
     va.set_defaults(func=run_validate)
 
 
-def _if_missing(space, threads: int, device: str, out: Path, explicit_out: bool) -> tuple[str, Path, dict | None] | None:
+def _if_missing(space, threads: int, device: str, out: Path, explicit_out: bool, precision: str = "fp32"
+                ) -> tuple[str, Path, dict | None] | None:
     """``profile --if-missing``: None when a good table exists (kept); else ``(device, out, protocol)`` to
     profile: an incomplete table of this host is completed with its recorded protocol, otherwise a new
     table is measured, into a new device folder when ``out`` already holds a table (never overwritten)."""
     from ..latency.store import assess_table, assess_tables, default_table_path, free_device
 
-    found = assess_tables(space.name, threads)
+    found = assess_tables(space.name, threads, precision=precision)
     if out.is_file() and all(f.path.resolve() != out.resolve() for f in found):
-        here = assess_table(out, space, threads)
+        here = assess_table(out, space, threads, precision=precision)
         if here.status != "other-space":
             found.insert(0, here)
     good = next((f for f in found if f.ok), None)
@@ -169,15 +203,16 @@ def _if_missing(space, threads: int, device: str, out: Path, explicit_out: bool)
         print(f"completing {pick.path}: this machine's table, {pick.reason}; resuming with its recorded protocol")
         return pick.table.device["name"], pick.path, pick.table.protocol
     why = {"foreign": "fingerprint of another host", "probe-failed": "probe failed",
-           "space-version": "another version of the space", "unreadable": "unreadable"}
+           "space-version": "another version of the space", "unreadable": "unreadable",
+           "other-precision": "another precision"}
     kinds = ", ".join(dict.fromkeys(why[f.status] for f in found)) or "no table"
     if out.exists():
         if explicit_out:
             reason = next((f.reason for f in found if f.path.resolve() == out.resolve()), "cannot be used here")
             raise HwnasError(f"--if-missing: {out} holds a latency table this machine cannot use ({reason}) and "
                              "profiling would overwrite it; pass another --out or delete it")
-        old, device = out, free_device(space.name, device, taken=[out])
-        out = default_table_path(space.name, device)
+        old, device = out, free_device(space.name, device, taken=[out], precision=precision)
+        out = default_table_path(space.name, device, precision=precision)
         print(f"re-profiling {space.name} ({kinds}) into a new device folder: {out} ({old} is left as it is)")
     else:
         print(f"profiling {space.name} into {out} ({kinds} usable on this machine)")
@@ -191,11 +226,14 @@ def run_profile(args) -> int:
 
     space = get_space(args.space)
     device = args.device or device_slug(args.threads)
-    out = Path(args.out) if args.out else default_table_path(space.name, device)
+    out = Path(args.out) if args.out else default_table_path(space.name, device, precision=args.precision)
     protocol = protocol_from(args)
+    if args.runner:
+        return run_profile_on(args, space, device, out, protocol)
+    check_local_provider(protocol)
     if args.if_missing:
         with _warnings_as_lines():
-            plan = _if_missing(space, args.threads, device, out, args.out is not None)
+            plan = _if_missing(space, args.threads, device, out, args.out is not None, args.precision)
         if plan is None:
             return 0
         device, out, recorded = plan
@@ -203,44 +241,55 @@ def run_profile(args) -> int:
     start = time.monotonic()
     with _warnings_as_lines():
         table = profile_space(space, out, device, protocol, batch=args.batch, limit=args.limit,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, precision=args.precision)
     left = len(table.missing(space))
     state = "complete" if not left else f"{left} unit(s) left; run the same command again to resume"
     print(f"wrote {out}: {len(table.entries)} units, overhead {table.overhead_ms:.4f} ms ({state}) in "
           f"{time.monotonic() - start:.0f} s")
     if args.if_missing and not left:
         with _warnings_as_lines():
-            check = assess_table(out, space, args.threads)
+            check = assess_table(out, space, args.threads, precision=args.precision)
         print(f"probe of {out}: {check.probe.summary()}" if check.probe else f"check of {out}: {check.reason}")
         if not check.ok:
             print(f"hwnas: warning: {out} will not be chosen on this machine: {check.reason}", file=sys.stderr)
     return 0
 
 
-def _model(table: str | None, space_name: str):
+def _model(table: str | None, space):
     from ..latency.model import LatencyModel
     from ..latency.store import find_table
 
-    path = table or find_table(space_name)
+    path = table or find_table(space.name)
     if path is None:
-        raise HwnasError(f"no shipped latency table of space {space_name!r} matches this machine; pass --table or "
-                         f"measure one with `hwnas profile --space {space_name}`")
-    return LatencyModel.load(path, get_space(space_name))
+        raise HwnasError(f"no shipped latency table of space {space.name!r} matches this machine; pass --table or "
+                         f"measure one with `hwnas profile --space {space.name}`")
+    return LatencyModel.load(path, space)
 
 
 def run_predict(args) -> int:
-    obj = read_json(args.arch, "arch file")
-    if not isinstance(obj, dict) or not isinstance(obj.get("space"), str) or "arch" not in obj:
-        raise HwnasError(f"{args.arch} is not an arch file (it needs a 'space' name and an 'arch' object); write "
-                         "it with space.to_json(arch) or take arch.json from a search run")
-    space = get_space(str(obj["space"]))
-    arch, _ = space.from_json(obj)
+    from ..run import read_arch
+
+    rec = read_arch(args.arch)
     with _warnings_as_lines():
-        ms = _model(args.table, space.name).predict(arch)
+        model = _model(args.table, rec.build_space())
+        ms = model.predict(rec.arch)
     if args.json:
         print_json({"predicted_latency_ms": ms})
+    elif model.table.source == "imported":
+        src = model.table.device.get("import", {}).get("file", "?")
+        print(f"{ms:.4f} ms (predicted for {model.table.device['name']} from the imported table {src}; never "
+              "measured by hwnas)")
     else:
         print(f"{ms:.4f} ms")
+    return 0
+
+
+def run_import(args) -> int:
+    from ..latency.imported import import_table
+
+    table, out = import_table(args.format, args.file, args.device, args.out, args.force)
+    print(f"wrote {out}: {len(table.entries)} units of space {table.space} for {args.device}, imported from "
+          f"{args.file} (sha256 {table.device['import']['sha256'][:12]}; predicted only, never measured by hwnas)")
     return 0
 
 
@@ -275,7 +324,7 @@ def _row(name: str, m: dict) -> str:
 
 def print_report(report: dict, out: Callable[[str], None] = print) -> None:
     """Side-by-side table of a ``validate_table`` report."""
-    out(f"space {report['space']}, {report['n']} archs ({report['n_unique']} distinct), target "
+    out(f"space {report['space']} ({report.get('precision', 'fp32')}), {report['n']} archs ({report['n_unique']} distinct), target "
         f"{report['target_ms']:.4f} ms")
     out(f"{'predictor':<20} {'MAPE':>7} {'<=5%':>7} {'<=10%':>7} {'tau':>6} {'worst':>8} {'bias':>8} {'prec':>6}")
     out(_row("calibrated" if report["calibrated"] else "uncalibrated", report))

@@ -13,6 +13,10 @@ EPILOG = """\
 examples:
   hwnas search --space seed-cnn --dataset digits --relaxation gumbel --epochs 10 --out runs/digits
   hwnas search --target-ms 0.05 --out runs/budget          one search under a 0.05 ms budget
+  hwnas search --precision int8 --target-ms 0.04 --out runs/int8
+                                                           budget of the int8 model (`hwnas profile --precision int8`)
+  hwnas search --target amd-epyc-1t:0.05 --target latency_tables/pixel1/seed-cnn.json:0.2 --out runs/two
+                                                           one search that meets both devices' budgets
   hwnas search --targets 0.04,0.08 --seeds 0,1 --out runs/sweep
                                                            4 shards as Ray actors on a local cluster
   hwnas search --config configs/digits-demo.yaml --ray-address auto --out /mnt/shared/runs/a
@@ -57,8 +61,18 @@ def register(sub) -> None:
     h.add_argument("--hw-loss", help="mul: FBNet CE*a*log(E[T])^b; add: ProxylessNAS CE + lambda*E[T]/T_ref; "
                                      "budget: lambda adapted by dual ascent so E[T] ends under --target-ms "
                                      "(default: budget when a target is given, else mul)")
+    h.add_argument("--precision", choices=("fp32", "int8"),
+                   help="whose latency the budget and hardware loss are about: the fp32 model (default) or the int8 "
+                        "QDQ model `hwnas export --int8` ships (an int8 table: `hwnas profile --precision int8`)")
     h.add_argument("--target-ms", type=float, help="latency budget (ms): the derived arch is the most probable one "
                                                    "predicted at or under it")
+    h.add_argument("--target", action="append", metavar="DEVICE_TABLE:BUDGET_MS",
+                   help="repeatable: a device (a latency table path, or a device name with a table under "
+                        "latency_tables/) and its budget in ms; the search keeps every target's expected latency "
+                        "under its budget (one dual variable each) and derives the most probable arch predicted "
+                        "within all of them. The first is the primary target (= --latency-table/--target-ms: what "
+                        "--targets sweeps, the Pareto front and measurement use); the others keep their budget in "
+                        "every shard. Config key: latency_targets")
     h.add_argument("--targets", metavar="T1,T2,...",
                    help="one search per budget (ms), then candidates.jsonl and pareto.json in RUN_DIR")
     h.add_argument("--seeds", metavar="S1,S2,...", help="one search per seed (x each target)")
@@ -106,7 +120,7 @@ def register(sub) -> None:
 FIELDS = {**DATA_FIELDS, "space": "space", "relaxation": "relaxation", "epochs": "epochs",
           "warmup_epochs": "warmup_epochs", "batch_size": "batch_size", "lr": "lr", "arch_lr": "arch_lr",
           "tau_max": "tau_max", "tau_min": "tau_min", "learn_dropout": "learn_dropout",
-          "latency_table": "latency_table", "hw_loss": "hw_loss", "target_ms": "target_ms",
+          "latency_table": "latency_table", "precision": "precision", "hw_loss": "hw_loss", "target_ms": "target_ms",
           "hw_lambda": "hw_lambda", "dual_lr": "dual_lr", "fine_tune_epochs": "fine_tune_epochs",
           "verify_k": "verify_k"}
 
@@ -129,9 +143,13 @@ def _floats(text: str | None, what: str, kind: type = float) -> list | None:
 
 
 def print_front(front: list[dict]) -> None:
+    from ..search.pareto import other_targets, target_of
+
     ci = any(c.get("accuracy_ci") for c in front)  # after hwnas finalize: the mean and its 95% interval
     width = 24 if ci else 8
-    print(f"{'shard':<14} {'arch id':<13} {'accuracy':>{width}} {'predicted ms':>12} {'measured ms':>11}  arch")
+    others = other_targets(front)  # the front is on the primary target; the other targets are columns
+    extra = "".join(f" {'on ' + d:>14}" for d in others)
+    print(f"{'shard':<14} {'arch id':<13} {'accuracy':>{width}} {'predicted ms':>12} {'measured ms':>11}{extra}  arch")
 
     def ms(v: float | None) -> str:  # a shard without a budget neither predicts nor measures
         return "-" if v is None else f"{v:.4f}"
@@ -141,8 +159,9 @@ def print_front(front: list[dict]) -> None:
         return f"{c['accuracy']:.4f}" + (f" ({lo_hi[0]:.4f}-{lo_hi[1]:.4f})" if lo_hi else "")
 
     for c in front:
+        cols = "".join(f" {ms((target_of(c, d) or {}).get('predicted_latency_ms')):>14}" for d in others)
         print(f"{c['shard']:<14} {c['arch_id']:<13} {acc(c):>{width}} {ms(c.get('predicted_latency_ms')):>12} "
-              f"{ms(c.get('measured_latency_ms')):>11}  {c['arch']}")
+              f"{ms(c.get('measured_latency_ms')):>11}{cols}  {c['arch']}")
 
 
 def _load(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
@@ -165,7 +184,12 @@ def _load(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
         ray_flags["enabled"] = False
     data["ray"] = {**ray_part, **ray_flags}
     explicit_targets = "targets" in data
-    data.setdefault("targets", [data.get("target_ms")])
+    from ..search.targets import primary_budget
+
+    if args.target is not None:
+        data["latency_targets"] = list(args.target)
+        flags["latency_targets"] = args.target
+    data.setdefault("targets", [data.get("target_ms", primary_budget(data.get("latency_targets")))])
     data.setdefault("seeds", [data.get("seed", 0)])
     cfg, sweep, ray_cfg = split_run_dict(data, args.config or "flags",
                                          flags={*flags, *(f"ray.{k}" for k in ray_flags)})
@@ -175,7 +199,7 @@ def _load(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
 
 def _resume(args) -> tuple[SearchConfig, SweepConfig, RayConfig, bool]:
     given = [f"--{d.replace('_', '-')}" for d in [*FIELDS, "targets", "seeds", "shards_per_target", "config", "out",
-                                                   "workers_per_shard", "cpus_per_shard", "gpus_per_shard"]
+                                                   "workers_per_shard", "cpus_per_shard", "gpus_per_shard", "target"]
              if getattr(args, d, None) is not None]
     if args.fresh:
         given.append("--fresh")
@@ -232,5 +256,8 @@ def run(args) -> int:
             else:  # a table of another device: nothing of this host is recorded under its name
                 print(f"latency: predicted {e['predicted_latency_ms']:.4f} ms (device {e['device']}, not this host: "
                       f"not measured{budget})")
+        for t in (result.extra.get("latency_targets") or [])[1:]:  # the other --target devices
+            print(f"latency on {t['device']}: predicted {t['predicted_latency_ms']:.4f} ms (budget {t['budget_ms']} ms, "
+                  f"table {t['table']})")
         print(f"wrote {args.out}/arch.json; retrain it with: hwnas train {args.out}/arch.json")
     return 0

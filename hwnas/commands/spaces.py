@@ -27,5 +27,6 @@ def run(args) -> int:
     print(f"{'space':<10} {'archs':>8}  {'input':<9} {'units':>5}  description")
     for r in rows:
         shape = "x".join(map(str, r["input_shape"]))
-        print(f"{r['name']:<10} {r['size']:>8}  {shape:<9} {r['units']:>5}  {r['description']}")
+        size = f"{r['size']:.1e}" if r["size"] >= 10**8 else str(r["size"])  # proxyless: about 2.2e17
+        print(f"{r['name']:<10} {size:>8}  {shape:<9} {r['units']:>5}  {r['description']}")
     return 0

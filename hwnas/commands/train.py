@@ -24,7 +24,8 @@ def register(sub) -> None:
                        description="Train the plain network of an arch file (from `hwnas search`) on the train "
                                    "split and report validation and test accuracy.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("arch", metavar="ARCH.json", help="arch file written by `hwnas search` (RUN_DIR/arch.json)")
+    p.add_argument("arch", metavar="ARCH.json", help="arch file written by `hwnas search` (RUN_DIR/arch.json), or "
+                                                     "SPACE:NAME of a named arch (proxyless:proxylessnas-mobile)")
     p.add_argument("--config", help="YAML file with TrainConfig keys; flags override it")
     p.add_argument("--inherit", metavar="RUN_DIR", help="start from the supernet weights of this search run")
     g = p.add_argument_group("optimisation")

@@ -25,7 +25,7 @@ from .._io import write_json
 from ..errors import HwnasError
 from ..latency.protocol import Protocol
 from ..run import CHECKPOINT, EXPORT_FORMAT, RunFolder, is_export
-from . import _onnx, artefacts, card, metadata
+from . import _onnx, artefacts, card, int8_target, metadata
 from ._select import Selected, load_module, select
 from .timing import latency_entries, ort_choice, time_artefacts
 
@@ -87,7 +87,8 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
         cfg = RunFolder(run_dir).read_config()
         data = _Data(sels[0], cfg)
         opts = dict(weights=weights, opset=opset, ort=ort, int8=int8, dynamic_batch=dynamic_batch,
-                    latency_table=latency_table, protocol=protocol)
+                    latency_table=latency_table, protocol=protocol,
+                    int8_table=int8_target.int8_target(cfg, sels[0]) if int8 else None)
         if arch == "all":
             exports = []
             for sel in sels:
@@ -187,7 +188,7 @@ def _foreign_latency(sel: Selected, lat_model: Any, table_path: str | None, devi
 
 
 def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort, int8, dynamic_batch,
-                latency_table, protocol) -> dict[str, Any]:
+                latency_table, protocol, int8_table=None) -> dict[str, Any]:
     import onnx
     import onnxruntime
     import torch
@@ -286,12 +287,19 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
         manifest["latency_note"] = note
     if int8:
         _int8_latency(manifest, timed["model.int8.onnx"].median_ms, measured, foreign)
+    if int8_table is not None:  # searched under an int8 budget: the int8 file against the int8 table
+        manifest["int8"].update(int8_target.check(int8_table, sel, timed["model.int8.onnx"], proto.threads,
+                                                  LATENCY_GAP))
+        if manifest["int8"].get("latency_warning"):
+            warnings.warn(manifest["int8"]["latency_warning"], LatencyGapWarning, stacklevel=3)
 
     # per-artefact latency, the kept .ort styles, final metadata, then the shipped .ort files
     choices = {name: ort_choice(name, plan, timed, device["name"]) for name in onnx_files if ort}
     keys = {name: name for name in onnx_files}
     keys.update({_ort_name(name): f"{name}:{c['chosen']}" for name, c in choices.items()})
     latency = latency_entries(keys, timed, device, predicted)
+    if int8_table is not None and manifest["int8"].get("measured_over_predicted") is not None:
+        latency["model.int8.onnx"]["predicted_ms"] = manifest["int8"]["predicted_latency_ms"]
     props = metadata.props(manifest, latency)
     for name in onnx_files:
         metadata.write(folder / name, props)

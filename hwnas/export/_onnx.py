@@ -1,4 +1,5 @@
-"""ONNX files and their checks: export, checker, parity, accuracy, int8 QDQ (``.ort``: ``artefacts.py``)."""
+"""ONNX files and their checks: export, checker, parity, accuracy; int8 QDQ (``quantize_int8``) lives in
+``hwnas.latency.quantize`` so that int8 latency tables quantise the same way (``.ort``: ``artefacts.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import HwnasError
+from ..latency.quantize import quantize_int8  # the one int8 recipe, shared with int8 latency tables
 
 
 def export_file(module: nn.Module, input_shape: Sequence[int], path: Path, opset: int, dynamic_batch: bool) -> None:
@@ -78,46 +80,4 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
 
 
-class _Calibration:
-    """``CalibrationDataReader`` over training images, one sample per call (batch 1)."""
-
-    def __init__(self, x: np.ndarray) -> None:
-        self._it = iter([{"x": np.ascontiguousarray(x[i:i + 1])} for i in range(len(x))])
-
-    def get_next(self):
-        return next(self._it, None)
-
-
-def quantize_int8(onnx_path: Path, out_path: Path, calib: np.ndarray) -> dict:
-    """Static QDQ quantisation (int8 weights per channel, uint8 activations) calibrated on ``calib``.
-
-    ``quant_pre_process`` (shape inference + basic optimisation) runs first when it works.
-
-    Returns:
-        Settings recorded in the manifest.
-    """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    src, pre = onnx_path, out_path.with_name("_pre.onnx")
-    preprocessed = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
-        src = pre
-    except Exception:  # noqa: BLE001  pre-processing is an optimisation; quantise the plain model
-        preprocessed = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_static(str(src), str(out_path), _Calibration(calib), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
-    except Exception as err:  # noqa: BLE001  onnxruntime raises assorted types
-        raise HwnasError(f"onnxruntime could not quantise {onnx_path.name} to int8 ({err}); export without "
-                         "--int8") from None
-    finally:
-        pre.unlink(missing_ok=True)
-    return {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor",
-            "calibration": f"MinMax on {len(calib)} training images", "quant_pre_process": preprocessed}
+__all__ = ["accuracy", "check_file", "export_file", "quantize_int8", "run_batches", "session", "torch_outputs"]

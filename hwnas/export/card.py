@@ -53,6 +53,9 @@ def _latency(m: dict[str, Any]) -> list[str]:
         if lat.get("predicted_ms") is not None:
             note += f"table predicts {_ms(lat['predicted_ms'])}"
         lines.append(f"| `{file}` | {_ms(lat.get('latency_ms'))} | {lat.get('source') or 'none'} | {note.strip()} |")
+    q = m.get("int8") or {}
+    if q.get("summary"):  # the run searched under an int8 budget (``int8_target.check``)
+        lines += ["", f"Searched for int8: `{q['file']}` {q['summary']} (int8 table `{q['int8_table']}`)."]
     for key in ("ort",):
         for entry in (m.get(key), (m.get("int8") or {}).get(key)):
             if entry:

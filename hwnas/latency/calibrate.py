@@ -34,25 +34,27 @@ from .table import LatencyTable, check_calibration, load_table, now, save_table
 LAMBDAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e4)
 
 
-def foreign_reasons(table: LatencyTable, threads: int = 1) -> list[str]:
-    """Why ``table`` was not measured on this host with ``threads`` (``fingerprint.mismatches``; empty: it
-    was, so this host may time models for it)."""
+def foreign_reasons(table: LatencyTable, threads: int = 1, here: dict[str, Any] | None = None) -> list[str]:
+    """Why ``table`` was not measured on this host (or the device whose fingerprint is ``here``) with
+    ``threads`` (``fingerprint.mismatches``; empty: it was, so this host or that runner may time models for it)."""
     from .fingerprint import mismatches
 
-    return list(mismatches(table, threads))
+    return list(mismatches(table, threads, here=here))
 
 
 def devicekit_fix(space: str, device: str) -> str:
-    """How to time models on another device: the device kit (see ``hwnas devicekit --help``)."""
-    return (f"time it on that device with the device kit: `hwnas devicekit export --space {space} kit/`, run "
-            f"kit/run_kit.py there, then `hwnas devicekit import kit/results.json --device {device}` "
-            "(see `hwnas devicekit --help`)")
+    """How to time models on another device: a runner (``hwnas profile --runner``) or the device kit."""
+    return (f"time it on that device: `hwnas profile --space {space} --runner ssh://user@host --device {device}` "
+            "(or adb:SERIAL, offline:FOLDER; see `hwnas profile --help`) measures, calibrates and validates "
+            f"there; or `hwnas devicekit export --space {space} kit/`, run kit/run_kit.py there, then "
+            f"`hwnas devicekit import kit/results.json --device {device}`")
 
 
-def refuse_foreign(table: LatencyTable, path: str | Path, action: str, threads: int = 1) -> None:
-    """Raise ``HwnasError`` (one line) when ``table`` belongs to another device than this host: ``action``
-    (calibrate, validate) would time this host's models against it."""
-    why = foreign_reasons(table, threads)
+def refuse_foreign(table: LatencyTable, path: str | Path, action: str, threads: int = 1,
+                   here: dict[str, Any] | None = None) -> None:
+    """Raise ``HwnasError`` (one line) when ``table`` belongs to another device than this host (or than the
+    runner's device, fingerprint ``here``): ``action`` (calibrate, validate) would time the wrong device."""
+    why = foreign_reasons(table, threads, here)
     if why:
         device = table.device.get("name", "?")
         raise HwnasError(f"{action} refused: latency table {path} is of device {device!r}, not this host "
@@ -80,15 +82,16 @@ def sample_archs(space: SearchSpace, n: int, rng: random.Random, exclude: Sequen
 
 
 def measure_archs(space: SearchSpace, archs: Sequence[Arch], protocol: Protocol, batch: int = 8,
-                  progress: bool = True, desc: str = "measure") -> list[float]:
+                  progress: bool = True, desc: str = "measure", precision: str = "fp32") -> list[float]:
     """End-to-end latency (ms) of each arch's plain network, round-robin in batches (tqdm bar with ETA),
-    on one quiet core (``quiet.pinned``, ``quiet.measure_batch``)."""
+    on one quiet core (``quiet.pinned``, ``quiet.measure_batch``); ``precision`` ``int8`` times each network
+    quantised as ``hwnas export --int8`` quantises it (``measure.to_model``)."""
     out: list[float] = []
     with tqdm(total=len(archs), desc=desc, unit="arch", disable=not progress, dynamic_ncols=True) as bar, \
             pinned() as core:
         for s in range(0, len(archs), batch):
             chunk = archs[s:s + batch]
-            models = [to_model(space.arch_id(a), space.build(a), space.input_shape) for a in chunk]
+            models = [to_model(space.arch_id(a), space.build(a), space.input_shape, precision) for a in chunk]
             out += [r.median_ms for r in measure_batch(models, protocol, core)]
             bar.update(len(chunk))
     return out
@@ -160,8 +163,21 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured: Sequen
             "offset_only_loo_mape": loo(1e12)}
 
 
+def calibration_archs(additive: LatencyModel, samples: int, seed: int) -> list[Arch]:
+    """The calibration archs: the fastest and the slowest arch by the additive table, then ``samples - 2``
+    random ones (all random below 8 samples). With the ends in the fit, predictions for the extremes (which
+    the table probe and budgets at the ends of the range rely on) are interpolated, not extrapolated."""
+    space = additive.space
+    if samples < 8:
+        return sample_archs(space, samples, random.Random(seed))
+    ends = [additive.min_latency()[0], additive.max_latency()[0]]
+    rest = sample_archs(space, samples - len(ends), random.Random(seed), exclude=[space.arch_id(a) for a in ends])
+    return [*ends, *rest]
+
+
 def calibrate_table(path: str | Path, samples: int = 64, seed: int = 0, protocol: Protocol | None = None,
-                    space: SearchSpace | None = None, batch: int = 8, progress: bool = True) -> dict[str, Any]:
+                    space: SearchSpace | None = None, batch: int = 8, progress: bool = True,
+                    runner: Any = None) -> dict[str, Any]:
     """Measure ``samples`` random archs end to end, fit the calibration and store it in the table.
 
     Args:
@@ -172,6 +188,7 @@ def calibrate_table(path: str | Path, samples: int = 64, seed: int = 0, protocol
         space: the space (default: the registered space the table names).
         batch: archs per round-robin batch.
         progress: tqdm bar.
+        runner: a ``runners.Runner`` that times the archs on its device (default: this host, in-process).
 
     Returns:
         The calibration block written (``c0``, ``scales``, fit scores, the archs' ids, ...).
@@ -184,10 +201,14 @@ def calibrate_table(path: str | Path, samples: int = 64, seed: int = 0, protocol
     table: LatencyTable = load_table(path, space, check_host=False, calibration=False)
     space = space or get_space(table.space)
     protocol = protocol or Protocol.from_dict(table.protocol)
-    refuse_foreign(table, path, "calibrate", protocol.threads)  # never this host's timings in another's table
-    archs = sample_archs(space, samples, random.Random(seed))
-    measured = measure_archs(space, archs, protocol, batch, progress, desc=f"calibrate {space.name}")
-    block = fit_calibration(LatencyModel(space, table, calibrated=False), archs, measured)
+    here = runner.fingerprint(protocol) if runner is not None else None
+    refuse_foreign(table, path, "calibrate", protocol.threads, here)  # never one device's timings in another's table
+    additive = LatencyModel(space, table, calibrated=False)
+    archs = calibration_archs(additive, samples, seed)
+    measure = runner.measure_archs if runner is not None else measure_archs
+    measured = measure(space, archs, protocol, batch, progress, desc=f"calibrate {space.name}",
+                       precision=table.precision)
+    block = fit_calibration(additive, archs, measured)
     block.update({"method": "c0 + per-unit scale + per-unit boundary cost, relative-error ridge (LOO-chosen)",
                   "overhead_ms": table.overhead_ms, "n_samples": samples, "seed": seed, "date": now(),
                   "protocol": protocol.to_dict(), "arch_ids": [space.arch_id(a) for a in archs],

@@ -11,6 +11,7 @@ run at different speeds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -54,7 +55,8 @@ def _kib(sizes: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v // 1024 if isinstance(v, int) else v} KiB" for k, v in sorted(sizes.items())) or "none"
 
 
-def mismatches(table: LatencyTable, threads: int = 1, opt_level: str | None = None) -> list[str]:
+def mismatches(table: LatencyTable, threads: int = 1, opt_level: str | None = None,
+               here: dict[str, Any] | None = None) -> list[str]:
     """Reasons why ``table`` was not measured on this host with these settings (empty list: it was).
 
     Always compared: CPU model, ISA flags (the subset that selects onnxruntime kernels) and threads.
@@ -65,11 +67,13 @@ def mismatches(table: LatencyTable, threads: int = 1, opt_level: str | None = No
         table: the table (its ``device`` block and ``protocol``).
         threads: the thread count the predictions will be used with.
         opt_level: the optimisation level they will be used with (None: not compared).
+        here: the fingerprint to compare with (default this host's; a runner passes its device's).
     """
     import onnxruntime as ort
 
     dev, proto = table.device, table.protocol
-    here = host_fingerprint(Protocol(threads=threads))
+    available = here.get("providers") or [] if here is not None else ort.get_available_providers()
+    here = here if here is not None else host_fingerprint(Protocol(threads=threads))
     out = []
     if dev.get("cpu_model") != here["cpu_model"]:
         out.append(f"measured on CPU {dev.get('cpu_model')!r}, this machine is {here['cpu_model']!r}")
@@ -87,7 +91,7 @@ def mismatches(table: LatencyTable, threads: int = 1, opt_level: str | None = No
         if dev.get(key) is not None and dev[key] != here[key]:
             out.append(f"measured with {names[key]} {dev[key]}, this machine has {here[key]}")
     provider = proto.get("provider") or dev.get("provider")
-    if provider and provider not in ort.get_available_providers():
+    if provider and provider not in available:
         out.append(f"measured with execution provider {provider}, not available here")
     t_opt = proto.get("opt_level") or dev.get("opt_level")
     if opt_level is not None and t_opt and t_opt != opt_level:
@@ -266,7 +270,9 @@ def probe(table: LatencyTable, space: SearchSpace, protocol: Protocol | None = N
         if (known := _from_disk(key)) is not None:
             _PROBED[key] = known
             return known
-    measure = measure or measure_archs
+    if measure is None:  # an int8 table's predictions are about int8 networks: time those
+        measure = (measure_archs if table.precision == "fp32"
+                   else functools.partial(measure_archs, precision=table.precision))
     start = time.monotonic()
     refs = reference_archs(model)
     pred = [model.predict(a) for _, a in refs]

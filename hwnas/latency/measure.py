@@ -47,9 +47,20 @@ def export_onnx(module: nn.Module, input_shape: Sequence[int], opset: int = OPSE
     return buf.getvalue()
 
 
-def to_model(name: str, module: nn.Module, input_shape: Sequence[int]) -> Model:
-    """A protocol ``Model`` (name, ONNX bytes, batch-1 input shape) for ``module``."""
-    return Model(name, export_onnx(module, input_shape), (1, *input_shape))
+def to_model(name: str, module: nn.Module, input_shape: Sequence[int], precision: str = "fp32") -> Model:
+    """A protocol ``Model`` (name, ONNX bytes, batch-1 input shape) for ``module``.
+
+    ``precision`` ``int8``: the ONNX model is quantised as ``hwnas export --int8`` quantises a network
+    (``quantize.quantize_bytes``: static QDQ, calibrated on random tensors of ``input_shape``).
+    """
+    onnx_bytes = export_onnx(module, input_shape)
+    if precision == "int8":
+        from .quantize import quantize_bytes
+
+        onnx_bytes = quantize_bytes(onnx_bytes, input_shape, name)
+    elif precision != "fp32":
+        raise HwnasError(f"precision must be fp32 or int8, got {precision!r}")
+    return Model(name, onnx_bytes, (1, *input_shape))
 
 
 def _protocol(protocol: Protocol | None) -> Protocol:

@@ -80,9 +80,13 @@ class LatencyModel:
              **load_kwargs: Any) -> LatencyModel:
         """Load a table (checked with ``load_table``) and build its model.
 
+        ``space`` may be trained at another geometry than its tables describe (``space.latency_space()``,
+        e.g. ``proxyless`` at 32x32): the model predicts for the deployment geometry, with the same labels.
+
         Raises:
             TableError: see ``load_table``; or a calibration that predicts a negative latency for some arch.
         """
+        space = space.latency_space() if space is not None else None
         table = load_table(path, space, **load_kwargs)
         model = cls(space or get_space(table.space), table, calibrated)
         if model.calibrated:

@@ -20,16 +20,21 @@ from .quiet import measure_batch, pinned
 from .table import Entry, LatencyTable, TableError, read_table, save_table, space_hash, unit_keys
 
 
-def _resume(path: Path, space: SearchSpace, device: str, protocol: Protocol) -> LatencyTable:
-    """The partial table at ``path`` if it is the same measurement; else a clear error (nothing written)."""
+def _resume(path: Path, space: SearchSpace, device: str, protocol: Protocol, precision: str,
+            here: dict | None = None) -> LatencyTable:
+    """The partial table at ``path`` if it is the same measurement (on this host, or on the device whose
+    fingerprint is ``here``); else a clear error (nothing written)."""
     table = read_table(path)
     again = f"pass another --out or delete {path} to start over"
+    if table.precision != precision:
+        raise TableError(f"{path} holds {table.precision} latencies, this run measures {precision} models; pass "
+                         f"--precision {table.precision} to complete it or {again}")
     if table.space != space.name or table.space_hash != space_hash(space):
         raise TableError(f"{path} holds a table of space {table.space!r} (hash {table.space_hash}), not of "
                          f"{space.name!r} (hash {space_hash(space)}); {again}")
     if table.device.get("name") != device:
         raise TableError(f"{path} was measured as device {table.device.get('name')!r}, not {device!r}; {again}")
-    why = mismatches(table, protocol.threads)
+    why = mismatches(table, protocol.threads, here=here)
     if why:
         raise TableError(f"{path} was measured on another host ({why[0]}); {again}")
     if Protocol.from_dict(table.protocol).to_dict() != protocol.to_dict():
@@ -40,7 +45,8 @@ def _resume(path: Path, space: SearchSpace, device: str, protocol: Protocol) -> 
 
 def profile_space(space: SearchSpace, out: str | Path, device: str, protocol: Protocol | None = None,
                   batch: int = 8, limit: int | None = None, progress: bool = True,
-                  on_batch: Callable[[LatencyTable], None] | None = None) -> LatencyTable:
+                  on_batch: Callable[[LatencyTable], None] | None = None, precision: str = "fp32"
+                  ) -> LatencyTable:
     """Measure every unit of ``space`` (and the Identity overhead) into the table at ``out``.
 
     Args:
@@ -52,6 +58,9 @@ def profile_space(space: SearchSpace, out: str | Path, device: str, protocol: Pr
         limit: stop after measuring this many new units (None: all); used to test resumption.
         progress: show a tqdm bar with ETA on stderr.
         on_batch: called with the table after each saved batch.
+        precision: ``fp32``, or ``int8``: each unit is quantised as ``hwnas export --int8`` quantises a
+            network (``quantize.quantize_bytes``) before it is timed; the Identity overhead stays the plain
+            per-call cost (an int8 network's own Quantize/Dequantize pairs are in its units).
 
     Returns:
         The table as saved (complete unless ``limit`` stopped it).
@@ -61,7 +70,8 @@ def profile_space(space: SearchSpace, out: str | Path, device: str, protocol: Pr
     """
     protocol = protocol or Protocol()
     out = Path(out)
-    table = _resume(out, space, device, protocol) if out.exists() else LatencyTable.new(space, device, protocol)
+    table = (_resume(out, space, device, protocol, precision) if out.exists()
+             else LatencyTable.new(space, device, protocol, precision=precision))
     with pinned() as core:  # one quiet core for the whole table (``quiet.py``)
         return _measure_units(space, out, table, protocol, core, batch, limit, progress, on_batch)
 
@@ -77,15 +87,16 @@ def _measure_units(space: SearchSpace, out: Path, table: LatencyTable, protocol:
     todo = [(u, v) for u in space.latency_units() for v in space.unit_entries(u) if u.key(v) not in table.entries]
     if limit is not None:
         todo = todo[:limit]
+    tag = "" if table.precision == "fp32" else f" ({table.precision})"
     bar = tqdm(total=len(keys), initial=len(keys) - len(table.missing(space)), unit="unit",
-               desc=f"profile {space.name}", disable=not progress, dynamic_ncols=True)
+               desc=f"profile {space.name}{tag}", disable=not progress, dynamic_ncols=True)
     try:
         for s in range(0, len(todo), batch):
             chunk = todo[s:s + batch]
             models = []
             for u, v in chunk:
                 module, shape = space.build_unit(u, v)
-                models.append(to_model(u.key(v), module, shape))
+                models.append(to_model(u.key(v), module, shape, table.precision))
             for m, r in zip(models, measure_batch(models, protocol, core), strict=True):
                 table.entries[m.name] = Entry(r.median_ms, r.spread)
             save_table(table, out)

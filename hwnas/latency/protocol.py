@@ -90,6 +90,8 @@ class Protocol:
         opt_level: one of ``OPT_LEVELS`` (deployment level ``all`` = ``ORT_ENABLE_ALL``).
         provider: onnxruntime execution provider.
         aggregate: how trial medians combine, one of ``AGGREGATES`` (see the module docstring).
+        pin_core: the core the measuring thread is pinned to (None: the idlest core on this host, no pinning
+            on a device).
     """
 
     runs: int = 200
@@ -102,8 +104,11 @@ class Protocol:
     opt_level: str = "all"
     provider: str = "CPUExecutionProvider"
     aggregate: str = "median"
+    pin_core: int | None = None
 
     def __post_init__(self) -> None:
+        if self.pin_core is not None and (not isinstance(self.pin_core, int) or self.pin_core < 0):
+            raise ProtocolError(f"protocol pin_core must be a core number >= 0, got {self.pin_core!r}")
         for name in ("runs", "trials", "threads"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ProtocolError(f"protocol {name} must be an integer >= 1, got {getattr(self, name)!r}")

@@ -206,10 +206,11 @@ def measure_batch(models: Sequence[Model], protocol: Protocol, core: int) -> lis
     return measure_quietly(models, protocol, attempts=3, backoff_s=1.0, max_spread=math.inf, core=core)
 
 
-def measure_module_quietly(module: nn.Module, input_shape: Sequence[int], protocol: Protocol, **kw: Any
-                           ) -> QuietResult:
-    """``measure_quietly`` for one plain module (``space.build(arch)``, ``space.input_shape``)."""
-    return measure_quietly([to_model("model", module, input_shape)], protocol, **kw)[0]
+def measure_module_quietly(module: nn.Module, input_shape: Sequence[int], protocol: Protocol,
+                           precision: str = "fp32", **kw: Any) -> QuietResult:
+    """``measure_quietly`` for one plain module (``space.build(arch)``, ``space.input_shape``); ``precision``
+    ``int8`` times it quantised as ``hwnas export --int8`` quantises it."""
+    return measure_quietly([to_model("model", module, input_shape, precision)], protocol, **kw)[0]
 
 
 # ---- provenance: which latency number a record may carry for a table's device ------------------------
@@ -226,11 +227,13 @@ def provenance(table: Any, measured: QuietResult | None) -> dict[str, Any]:
 
     Returns:
         ``latency_source`` ("measured" with a measurement, else "predicted"), ``latency_device`` (the
-        table's device name), ``measured_latency_ms`` (None unless measured) and, when measured,
+        table's device name), ``latency_precision`` (``fp32`` or ``int8``: the table's, so the latencies are
+        those of the fp32 or of the int8 QDQ network), ``measured_latency_ms`` (None unless measured) and, when measured,
         ``measurement`` (``QuietResult.record()``: host, median_ms, spread, trials, attempts, noisy, probe_ratio).
     """
     out: dict[str, Any] = {"latency_source": "measured" if measured is not None else "predicted",
                            "latency_device": table.device.get("name"),
+                           "latency_precision": getattr(table, "precision", "fp32"),
                            "measured_latency_ms": measured.median_ms if measured is not None else None}
     if measured is not None:
         out["measurement"] = measured.record()
@@ -239,7 +242,9 @@ def provenance(table: Any, measured: QuietResult | None) -> dict[str, Any]:
 
 def measure_for(model: Any, module: nn.Module, input_shape: Sequence[int], **kw: Any) -> QuietResult | None:
     """Quietly measure ``module`` for ``model`` (a ``LatencyModel``) when its table is this host's, else None
-    (a table of another device: nothing of this host may be recorded under its name)."""
+    (a table of another device: nothing of this host may be recorded under its name). An int8 table's model
+    is timed quantised, as its table's entries were."""
     if not on_this_host(model.table):
         return None
-    return measure_module_quietly(module, input_shape, model.protocol, probe_ms=model.table.overhead_ms or None, **kw)
+    return measure_module_quietly(module, input_shape, model.protocol, model.table.precision,
+                                  probe_ms=model.table.overhead_ms or None, **kw)

@@ -3,7 +3,8 @@
 File layout (schema ``hwnas-latency-table/1``)::
 
     {"schema": ..., "space": {"name", "hash", "units"}, "device": {"name", "cpu_model", "isa", ...},
-     "protocol": {runs, trials, threads, opt_level, ...}, "source": "profile"|"devicekit",
+     "protocol": {runs, trials, threads, opt_level, ...}, "source": "profile"|"devicekit"|"imported",
+     "precision": "fp32"|"int8" (absent in older tables: fp32), "quantization": null | {int8 recipe},
      "created", "updated", "hwnas_version",
      "overhead_ms": <Identity model>, "overhead_spread": ...,
      "entries": {"<unit key>": {"median_ms": ..., "spread": ...}, ...},
@@ -32,6 +33,7 @@ from .protocol import Protocol as _Protocol
 from .protocol import ProtocolError, host_info
 
 SCHEMA = "hwnas-latency-table/1"
+PRECISIONS = ("fp32", "int8")  # what a table times: fp32 ONNX models, or the int8 QDQ models export ships
 
 
 class TableError(HwnasError, ValueError):
@@ -96,6 +98,8 @@ class LatencyTable:
     entries: dict[str, Entry] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
     source: str = "profile"
+    precision: str = "fp32"
+    quantization: dict[str, Any] | None = None
     created: str = field(default_factory=now)
     updated: str = field(default_factory=now)
     hwnas_version: str = field(default_factory=hwnas_version)
@@ -103,6 +107,8 @@ class LatencyTable:
     def __post_init__(self) -> None:
         if not self.device.get("name"):
             raise ValueError("a latency table needs a device name")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.overhead_ms is not None and not (_finite(self.overhead_ms) and self.overhead_ms >= 0):
             raise ValueError(f"overhead_ms must be finite and >= 0, got {self.overhead_ms!r}")
         if not (_finite(self.overhead_spread) and self.overhead_spread >= 0):
@@ -110,10 +116,14 @@ class LatencyTable:
 
     @classmethod
     def new(cls, space: SearchSpace, device: str, protocol: _Protocol, source: str = "profile",
-            host: dict | None = None) -> LatencyTable:
-        """An empty table for ``space`` measured on this host (or ``host`` provenance) under ``protocol``."""
+            host: dict | None = None, precision: str = "fp32") -> LatencyTable:
+        """An empty table for ``space`` measured on this host (or ``host`` provenance) under ``protocol``, of
+        fp32 models or (``precision="int8"``) of models quantised as export quantises them."""
+        from .quantize import table_settings
+
         info = dict(host if host is not None else host_info(protocol))
-        return cls(space.name, space_hash(space), {"name": device, **info}, protocol.to_dict(), source=source)
+        return cls(space.name, space_hash(space), {"name": device, **info}, protocol.to_dict(), source=source,
+                   precision=precision, quantization=table_settings() if precision == "int8" else None)
 
     def missing(self, space: SearchSpace) -> list[str]:
         """Unit keys the space needs that the table lacks (empty when complete)."""
@@ -121,7 +131,8 @@ class LatencyTable:
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "space": {"name": self.space, "hash": self.space_hash, "units": len(self.entries)},
-                "device": self.device, "protocol": self.protocol, "source": self.source, "created": self.created,
+                "device": self.device, "protocol": self.protocol, "source": self.source,
+                "precision": self.precision, "quantization": self.quantization, "created": self.created,
                 "updated": self.updated, "hwnas_version": self.hwnas_version, "overhead_ms": self.overhead_ms,
                 "overhead_spread": self.overhead_spread,
                 "entries": {k: {"median_ms": e.median_ms, "spread": e.spread} for k, e in sorted(self.entries.items())},
@@ -146,7 +157,9 @@ class LatencyTable:
                     entries[key] = Entry(e["median_ms"], e.get("spread", 0.0))
                 except (ValueError, KeyError, TypeError, AttributeError) as err:
                     try:
-                        again = f"`{profile_command(obj['space']['name'], obj['device']['name'], path)}`"
+                        cmd = profile_command(obj["space"]["name"], obj["device"]["name"], path,
+                                              obj.get("precision", "fp32"))
+                        again = f"`{cmd}`"
                     except (KeyError, TypeError):
                         again = "`hwnas profile`"
                     raise TableError(f"{where} has a malformed entry {key!r} ({err}); delete the entry and re-run "
@@ -166,7 +179,8 @@ class LatencyTable:
             return cls(space=obj["space"]["name"], space_hash=obj["space"]["hash"], device=obj["device"],
                        protocol=obj["protocol"], overhead_ms=obj.get("overhead_ms"),
                        overhead_spread=obj.get("overhead_spread", 0.0), entries=entries, calibration=calib,
-                       source=obj.get("source", "profile"), created=obj.get("created", ""),
+                       source=obj.get("source", "profile"), precision=obj.get("precision", "fp32"),
+                       quantization=obj.get("quantization"), created=obj.get("created", ""),
                        updated=obj.get("updated", ""), hwnas_version=obj.get("hwnas_version", "unknown"))
         except (KeyError, TypeError, AttributeError, ValueError) as err:
             if isinstance(err, TableError):
@@ -210,9 +224,19 @@ def check_calibration(calib: Any, where: str, fix: str) -> None:
             raise bad(key, value, "must be a finite number")
 
 
-def profile_command(space: str, device: str, path: str | Path) -> str:
+def profile_command(space: str, device: str, path: str | Path, precision: str = "fp32") -> str:
     """The exact command that measures (or completes) a table."""
-    return f"hwnas profile --space {space} --device {device} --out {path}"
+    tail = f" --precision {precision}" if precision != "fp32" else ""
+    return f"hwnas profile --space {space} --device {device} --out {path}{tail}"
+
+
+def check_precision(table: LatencyTable, precision: str, path: str | Path = "<table>") -> None:
+    """Raise ``TableError`` when ``table`` times models of another precision than ``precision``: an int8
+    table never serves an fp32 search or export, nor an fp32 table an int8 one."""
+    if table.precision != precision:
+        raise TableError(f"latency table {path} times {table.precision} models, not {precision}; pass an "
+                         f"{precision} table (measure one with `hwnas profile --space {table.space} --precision "
+                         f"{precision}`) or use --precision {table.precision}")
 
 
 def save_table(table: LatencyTable, path: str | Path) -> Path:
@@ -259,16 +283,17 @@ def check_complete(table: LatencyTable, space: SearchSpace, path: str | Path = "
     """Raise ``TableError`` naming the first missing unit key and the command that measures it."""
     if table.overhead_ms is None:
         raise TableError(f"latency table {path} has no Identity overhead yet; complete it with "
-                         f"`{profile_command(space.name, table.device['name'], path)}`")
+                         f"`{profile_command(space.name, table.device['name'], path, table.precision)}`")
     missing = table.missing(space)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise TableError(f"latency table {path} has no entry for unit {missing[0]!r}{more}; fill it with "
-                         f"`{profile_command(space.name, table.device['name'], path)}`")
+                         f"`{profile_command(space.name, table.device['name'], path, table.precision)}`")
 
 
 def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: bool = True,
-               threads: int = 1, check_host: bool = True, calibration: bool = True) -> LatencyTable:
+               threads: int = 1, check_host: bool = True, calibration: bool = True,
+               precision: str | None = None) -> LatencyTable:
     """Read a table and check it against its space (and this machine).
 
     Args:
@@ -279,6 +304,7 @@ def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: 
         check_host: warn (``TableWarning``) for each ``fingerprint.mismatches`` of the table (CPU, ISA, caches,
             cores, onnxruntime version, threads, ...).
         calibration: False drops the calibration block unread (see ``read_table``).
+        precision: require a table of this precision (``check_precision``); None accepts either.
 
     Returns:
         The parsed ``LatencyTable``.
@@ -296,11 +322,13 @@ def load_table(path: str | Path, space: SearchSpace | None = None, *, complete: 
     if table.space_hash != space_hash(space):
         raise TableError(f"latency table {path} was measured for another version of space {space.name!r} (hash "
                          f"{table.space_hash} != {space_hash(space)}); re-measure it with "
-                         f"`{profile_command(space.name, table.device['name'], str(path) + '.new')}` and replace "
-                         "the old file")
+                         f"`{profile_command(space.name, table.device['name'], f'{path}.new', table.precision)}` "
+                         "and replace the old file")
+    if precision is not None:
+        check_precision(table, precision, path)
     if complete:
         check_complete(table, space, path)
-    if check_host:
+    if check_host and table.source != "imported":  # an imported table names its device: no host to compare
         from .fingerprint import mismatches
 
         for why in mismatches(table, threads):

@@ -16,6 +16,7 @@ median measured latency), the share whose measured latency is <= target (None wh
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -91,7 +92,7 @@ def validation_archs(model: LatencyModel, n: int, seed: int, exclude: Sequence[s
 
 def validate_table(path: str | Path, samples: int = 200, seed: int = 1, protocol: Protocol | None = None,
                    batch: int = 8, progress: bool = True,
-                   measure: Callable[..., list[float]] = measure_archs) -> dict[str, Any]:
+                   measure: Callable[..., list[float]] | None = None, runner: Any = None) -> dict[str, Any]:
     """Measure held-out archs end to end and score the predictors side by side.
 
     Args:
@@ -101,7 +102,9 @@ def validate_table(path: str | Path, samples: int = 200, seed: int = 1, protocol
         protocol: timing knobs (default: the table's protocol).
         batch: archs per round-robin batch.
         progress: tqdm bar.
-        measure: ``measure_archs``-compatible function (tests may pass a fake).
+        measure: ``measure_archs``-compatible function (tests may pass a fake); default ``measure_archs`` at
+            the table's precision (an int8 table: each arch quantised as export quantises it).
+        runner: a ``runners.Runner`` that times the archs on its device (default: this host, in-process).
 
     Returns:
         ``{**metrics(calibrated), "additive_baseline": {...}, "overhead_corrected": {...}, "space",
@@ -118,9 +121,12 @@ def validate_table(path: str | Path, samples: int = 200, seed: int = 1, protocol
         raise HwnasError(f"validation seed {seed} equals the calibration seed; pass another --seed so the "
                          "archs are held out")
     protocol = protocol or Protocol.from_dict(table.protocol)
-    refuse_foreign(table, path, "validate", protocol.threads)  # this host's timings say nothing of another device
+    here = runner.fingerprint(protocol) if runner is not None else None
+    refuse_foreign(table, path, "validate", protocol.threads, here)  # one device's timings say nothing of another
     model, plain = LatencyModel(space, table), LatencyModel(space, table, calibrated=False)
     archs = validation_archs(model, samples, seed, cal.get("arch_ids", ()))
+    measure = measure or functools.partial(runner.measure_archs if runner is not None else measure_archs,
+                                           precision=table.precision)
     meas = measure(space, archs, protocol, batch, progress, desc=f"validate {space.name}")
     pred = [model.predict(a) for a in archs]
     add = [model.additive(a) for a in archs]
@@ -130,7 +136,7 @@ def validate_table(path: str | Path, samples: int = 200, seed: int = 1, protocol
         "additive_baseline": metrics(add, meas, target),
         "overhead_corrected": metrics([plain.predict(a) for a in archs], meas, target),
         "calibrated": model.calibrated, "space": space.name, "table": str(path), "device": table.device,
-        "protocol": protocol.to_dict(), "seed": seed, "calibration_seed": cal.get("seed"),
+        "protocol": protocol.to_dict(), "precision": table.precision, "seed": seed, "calibration_seed": cal.get("seed"),
         "n_unique": len({space.arch_id(a) for a in archs}), "date": now(),
         "archs": [{"arch_id": space.arch_id(a), "arch": a, "measured_ms": m, "predicted_ms": p, "additive_ms": s}
                   for a, m, p, s in zip(archs, meas, pred, add, strict=True)],

@@ -185,7 +185,7 @@ def _candidate_from_arch(key: str, arch: dict[str, Any], cfg: dict[str, Any]) ->
             "accuracy_kind": "validation accuracy with the supernet's weights (no fine-tune)",
             "predicted_latency_ms": arch.get("predicted_latency_ms"),
             "measured_latency_ms": arch.get("measured_latency_ms"),
-            **{k: arch[k] for k in ("latency_source", "latency_device", "measurement") if k in arch},
+            **{k: arch[k] for k in ("latency_source", "latency_device", "measurement", "latency_targets") if k in arch},
             "target_latency_ms": arch.get("target_latency_ms", cfg.get("target_ms")), "shard": key,
             "seed": cfg.get("seed"), "relaxation": cfg.get("relaxation"),
             "supernet_val_accuracy": arch.get("supernet_val_accuracy"),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..search.pareto import other_targets, target_of
 from .figset import FIGURE_NAMES, Figures
 from .load import (
     Run,
@@ -100,15 +101,19 @@ def pareto_table(run: Run) -> str:
     with_ci = any(interval(c) for c in run.front)
     search = any(c.get("search_accuracy") is not None for c in run.front)
     acc_head = "accuracy (%): mean (interval, seeds)" if with_ci else "accuracy (%)"
+    others = other_targets(run.front)  # the front is on the primary target; the others are columns
     rows = [f"| shard | arch id | {acc_head} |" + (" search accuracy (%) |" if search else "")
-            + " predicted (ms) | measured (ms) | latency source | budget (ms) | arch |",
-            "| --- | --- | ---: |" + (" ---: |" if search else "") + " ---: | ---: | --- | ---: | --- |"]
+            + " predicted (ms) | measured (ms) | latency source | budget (ms) |"
+            + "".join(f" predicted on {d} (ms) / budget |" for d in others) + " arch |",
+            "| --- | --- | ---: |" + (" ---: |" if search else "") + " ---: | ---: | --- | ---: |"
+            + " ---: |" * len(others) + " --- |"]
     for c in sorted(run.front, key=lambda c: latency_ms(c) or 0.0):
         meas = c.get("measured_latency_ms") if latency_source(c) == "measured" else None
         rows.append(f"| {c.get('shard', '')} | `{c.get('arch_id', '?')}` | {accuracy_text(c)} | "
                     + (f"{_pct(c.get('search_accuracy'))} | " if search else "")
                     + f"{_num(c.get('predicted_latency_ms'))} | {_num(meas)} | {source_label(c, run.device)} | "
-                    f"{_num(c.get('target_latency_ms'))} | `{_arch(c.get('arch') or {})}` |")
+                    f"{_num(c.get('target_latency_ms'))} | " + "".join(f"{_on(c, d)} | " for d in others)
+                    + f"`{_arch(c.get('arch') or {})}` |")
     n = len(run.with_latency)
     noisy = sum(is_noisy(c) for c in run.front)
     note = (f" {noisy} front entr{'y' if noisy == 1 else 'ies'} marked noisy: the measurement could not be made "
@@ -120,6 +125,12 @@ def pareto_table(run: Run) -> str:
     return f"{head}\n{kinds}{len(run.front)} of {n} candidate(s) are on the front ({rule}; latency = measured " \
            "on the table's device when it was, else the table's prediction; the latency source column says " \
            f"which).{note}\n\n" + "\n".join(rows) + "\n"
+
+
+def _on(c: dict[str, Any], device: str) -> str:
+    """``predicted / budget`` of candidate ``c`` on the other target ``device`` (``-`` when it has none)."""
+    t = target_of(c, device)
+    return "-" if t is None else f"{_num(t.get('predicted_latency_ms'))} / {_num(t.get('budget_ms'))}"
 
 
 def accuracy_text(c: dict[str, Any]) -> str:

@@ -52,7 +52,8 @@ class ArchRecord:
             HwnasError: not an arch object, an unknown space, an arch or hparams outside the space.
         """
         if not isinstance(obj, dict) or not isinstance(obj.get("space"), str):
-            raise HwnasError(f"{where} has no 'space' name; use an arch.json written by `hwnas search`")
+            raise HwnasError(f"{where} is not an arch file (it has no 'space' name); use an arch.json written by "
+                             "`hwnas search` or a named arch SPACE:NAME (e.g. proxyless:proxylessnas-mobile)")
         args = obj.get("space_args") or {}
         space = space_from(obj["space"], args, where)
         try:
@@ -64,7 +65,17 @@ class ArchRecord:
 
 
 def read_arch(path: str | Path) -> ArchRecord:
-    """Read and validate an arch file (``RUN/arch.json`` or any file ``hwnas train`` takes)."""
+    """Read and validate an arch file (``RUN/arch.json`` or any file ``hwnas train`` takes), or a named arch
+    ``SPACE:NAME`` of ``hwnas.space.NAMED_ARCHS`` (e.g. ``proxyless:proxylessnas-mobile``): the one resolver of
+    every command that takes an arch.
+
+    Raises:
+        HwnasError: see ``ArchRecord.from_json``; an unknown ``SPACE:NAME`` (the known names are listed).
+    """
+    from ..space import is_named, named_arch
+
+    if is_named(path):
+        return ArchRecord.from_json(named_arch(str(path)), f"named arch {path}")
     return ArchRecord.from_json(read_json(path, "arch file"), f"arch file {path}")
 
 
@@ -115,7 +126,28 @@ def check_candidate(obj: Any, where: str) -> dict[str, Any]:
     for k in _CANDIDATE_NUMBERS:
         _number(obj, k, where)
     _check_provenance(obj, where)
+    check_targets(obj, where)
     return obj
+
+
+def check_targets(obj: dict[str, Any], where: str) -> None:
+    """``latency_targets`` of a record (absent in runs from before several targets): a list, primary first, of
+    ``{device, table, budget_ms, predicted_latency_ms}`` (``hwnas.search.targets``).
+
+    Raises:
+        HwnasError: not such a list, or an entry without its names or with a number that is not finite.
+    """
+    targets = obj.get("latency_targets")
+    if targets is None:
+        return
+    if not isinstance(targets, list) or not targets:
+        raise HwnasError(f"{where}: latency_targets must be a non-empty list, got {targets!r}; {_REGEN}")
+    for i, t in enumerate(targets):
+        at = f"{where} latency_targets[{i}]"
+        if not isinstance(t, dict) or not isinstance(t.get("device"), str) or not isinstance(t.get("table"), str):
+            raise HwnasError(f"{at} must be an object with 'device' and 'table' names, got {t!r}; {_REGEN}")
+        _number(t, "budget_ms", at)
+        _number(t, "predicted_latency_ms", at, optional=False)
 
 
 LATENCY_SOURCES = ("measured", "predicted", None)
@@ -130,6 +162,9 @@ def _check_provenance(obj: dict[str, Any], where: str) -> None:
     src = obj.get("latency_source")
     if src not in LATENCY_SOURCES:
         raise HwnasError(f"{where}: latency_source must be 'measured', 'predicted' or null, got {src!r}; {_REGEN}")
+    if obj.get("latency_precision", "fp32") not in ("fp32", "int8"):
+        raise HwnasError(f"{where}: latency_precision must be 'fp32' or 'int8', got {obj.get('latency_precision')!r}; "
+                         f"{_REGEN}")
     if not isinstance(obj.get("latency_device", ""), (str, type(None))):
         raise HwnasError(f"{where}: latency_device must be a device name, got {obj.get('latency_device')!r}; {_REGEN}")
     if src == "predicted" and obj.get("measured_latency_ms") is not None:

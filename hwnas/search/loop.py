@@ -34,7 +34,8 @@ from ._dist import SINGLE, Single
 from ._dropout import LearnedRate
 from ._runtime import check_data_fits, evaluate, load_for, resolve_device, seed_everything, set_threads
 from .derive import derive, derive_k
-from .hardware import load_latency_model, make_hardware_term
+from .hardware import make_hardware_term
+from .targets import describe_targets, load_targets
 
 
 @dataclass
@@ -77,10 +78,14 @@ class SearchState:
         self.rates = {c.label: LearnedRate(c).to(device) for c in self.space.continuous} if cfg.learn_dropout else {}
         self.h_opt = (torch.optim.Adam([r.theta for r in self.rates.values()], lr=cfg.hypergrad_lr)
                       if self.rates else None)
-        self.latency, self.latency_path = load_latency_model(cfg, self.space)
-        self.hw = (make_hardware_term(self.latency, cfg.hw_loss, target_ms=cfg.target_ms, lam=cfg.hw_lambda,
+        self.targets = load_targets(cfg, self.space)  # primary first; empty for accuracy-only searches
+        self.latency = self.targets[0].model if self.targets else None
+        self.latency_path = self.targets[0].table if self.targets else None
+        self.others = [(t.model, t.budget_ms) for t in self.targets[1:]]  # what derivation checks besides
+        self.hw = (make_hardware_term([t.model for t in self.targets], cfg.hw_loss,
+                                      target_ms=[t.budget_ms for t in self.targets], lam=cfg.hw_lambda,
                                       a=cfg.fbnet_a, b=cfg.fbnet_b, dual_lr=cfg.dual_lr, margin=cfg.dual_margin
-                                      ).to(device) if self.latency is not None else None)
+                                      ).to(device) if self.targets else None)
         self.target_ms = cfg.target_ms
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.epoch = 0  # next epoch to run
@@ -112,12 +117,13 @@ class SearchState:
         self.epoch, self.step, self.history = s["epoch"], s["step"], s["history"]
 
     def derive(self) -> tuple[Arch, float | None]:
-        """The arch to report: the most probable one, under the budget when there is one, and its
-        predicted latency (None without a latency table)."""
+        """The arch to report: the most probable one, under the budget(s) when there are any, and its
+        predicted latency on the primary target (None without a latency table)."""
         if self.latency is None:
             return self.relax.derive(), None
         with torch.no_grad():
-            return derive(self.latency, self.relax.probs(), self.target_ms, allowed=self.relax.allowed)
+            return derive(self.latency, self.relax.probs(), self.target_ms, allowed=self.relax.allowed,
+                          others=self.others)
 
     def derive_k(self, k: int) -> list[tuple[Arch, float | None, float | None]]:
         """The ``k`` most probable archs under the budget: ``(arch, predicted ms, log-prob)``, most probable
@@ -125,7 +131,8 @@ class SearchState:
         if self.latency is None:
             return [(self.relax.derive(), None, None)]
         with torch.no_grad():
-            return derive_k(self.latency, self.relax.probs(), self.target_ms, k, allowed=self.relax.allowed)
+            return derive_k(self.latency, self.relax.probs(), self.target_ms, k, allowed=self.relax.allowed,
+                            others=self.others)
 
     def hparams(self) -> dict[str, float]:
         return {k: round(r.value(), 4) for k, r in self.rates.items()}
@@ -241,9 +248,11 @@ def _run_search(cfg: SearchConfig, out_dir: str | Path | None = None, *, progres
         from ..latency.quiet import measure_for, provenance
 
         # nothing else runs now (a sweep's shards pass measure=False and are measured after training)
-        measured = measure_for(st.latency, st.space.build(final["arch"]), st.space.input_shape) if measure else None
+        timed = st.latency.space  # the table's geometry (st.space.latency_space(), e.g. proxyless at 224)
+        measured = measure_for(st.latency, timed.build(final["arch"]), timed.input_shape) if measure else None
         extra = {"predicted_latency_ms": final["predicted_latency_ms"], "target_latency_ms": cfg.target_ms,
                  "latency_table": st.latency_path, "device": st.latency.table.device.get("name"),
+                 "latency_targets": describe_targets(st.targets, final["arch"]),
                  **provenance(st.latency.table, measured)}
     elif dp.is_main:
         extra = {"latency_source": None}
@@ -292,7 +301,12 @@ def _run_epoch(st: SearchState, cfg: SearchConfig, splits: Splits, device: torch
     if st.hw is not None:
         with torch.no_grad():
             rec["expected_latency_ms_end"] = float(st.hw.expected(st.relax.probs()))
-        rec.update(predicted_latency_ms=predicted, lambda_end=float(st.hw.lam), target_ms=cfg.target_ms)
+        rec.update(predicted_latency_ms=predicted, lambda_end=float(st.hw.lam[0]), target_ms=cfg.target_ms)
+        if len(st.targets) > 1:  # every target's state at the end of the epoch (the first is the primary)
+            with torch.no_grad():
+                t_end = st.hw.expected_all(st.relax.probs()).tolist()
+            rec["latency_targets"] = [{**t.describe(arch), "expected_latency_ms_end": e, "lambda_end": float(lam)}
+                                      for t, e, lam in zip(st.targets, t_end, st.hw.lam, strict=True)]
     return rec
 
 

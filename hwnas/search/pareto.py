@@ -4,6 +4,10 @@ A candidate is a dict ``{arch, arch_id, accuracy, accuracy_kind, predicted_laten
 measured_latency_ms, target_latency_ms, shard, ...}``. The front keeps candidates that no other
 candidate beats on both accuracy (higher) and latency (lower; measured when known, else predicted).
 
+With several latency targets (``--target``) the front is on the primary target (the first); a candidate's
+``latency_targets`` lists every target's prediction, and reports show the others as columns
+(``other_targets``, ``target_of``).
+
 After ``hwnas finalize`` a candidate's ``accuracy`` is the mean over seeds and ``accuracy_ci`` its interval
 ``[lo, hi]`` (absent or None for one seed). The front then keeps an arch unless another candidate is at least
 as fast and better *beyond the intervals* (the other's ``lo`` above this one's ``hi``): two archs whose
@@ -100,3 +104,18 @@ def pareto_front(candidates: Iterable[Candidate]) -> list[Candidate]:
                 top = c["accuracy"]
         return front
     return [a for a in ordered if not any(b is not a and dominates(b, a) for b in ordered)]
+
+
+def other_targets(cands: Iterable[Candidate]) -> list[str]:
+    """Devices of the latency targets after the primary one (``--target``), in the order first seen."""
+    out: list[str] = []
+    for c in cands:
+        for t in (c.get("latency_targets") or [])[1:]:
+            if t["device"] not in out:
+                out.append(t["device"])
+    return out
+
+
+def target_of(c: Candidate, device: str) -> dict[str, Any] | None:
+    """Candidate ``c``'s ``latency_targets`` entry of another target ``device`` (None when it has none)."""
+    return next((t for t in (c.get("latency_targets") or [])[1:] if t["device"] == device), None)

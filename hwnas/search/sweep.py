@@ -32,6 +32,7 @@ from ._dist import SINGLE, Single
 from .hardware import table_path
 from .loop import SearchResult, run_search
 from .pareto import Candidate
+from .targets import describe_targets, load_targets, with_primary
 from .verify import summary, verify
 
 
@@ -44,7 +45,11 @@ class ShardSpec:
 
 
 def shard_specs(cfg: SearchConfig, sweep: SweepConfig) -> list[ShardSpec]:
-    """The cross product targets x seeds x parts of the space, with stable keys like ``t0.04-s0(-p1)``."""
+    """The cross product targets x seeds x parts of the space, with stable keys like ``t0.04-s0(-p1)``.
+
+    ``sweep.targets`` are budgets of the primary latency target; with several (``--target``) the others keep
+    their one budget in every shard.
+    """
     try:
         parts = get_space(cfg.space, **cfg.space_args).split(sweep.shards_per_target)
     except ValueError as err:
@@ -54,7 +59,8 @@ def shard_specs(cfg: SearchConfig, sweep: SweepConfig) -> list[ShardSpec]:
         for s in sweep.seeds:
             for i, part in enumerate(parts):
                 key = (f"t{t:g}-s{s}" if t is not None else f"s{s}") + (f"-p{i}" if len(parts) > 1 else "")
-                out.append(ShardSpec(key, cfg.replace(target_ms=t, seed=s, subspace=part or cfg.subspace)))
+                shard = with_primary(cfg, budget_ms=t) if t != cfg.target_ms else cfg
+                out.append(ShardSpec(key, shard.replace(seed=s, subspace=part or cfg.subspace)))
     return out
 
 
@@ -105,6 +111,8 @@ def run_shard(spec: ShardSpec, shard_dir: str | Path, *, progress: bool = False,
         "search_seconds": round(result.seconds, 2), "shard_seconds": round(before + time.perf_counter() - t0, 2),
         "resources": resources or local_resources(cfg), **verified,
     }
+    if predicted is not None:  # every target's budget and prediction for the shard's arch (primary first)
+        cand["latency_targets"] = describe_targets(load_targets(cfg, get_space(cfg.space, **cfg.space_args)), arch)
     write_candidate(d, cand)
     if on_checkpoint is not None:
         on_checkpoint()
@@ -137,14 +145,14 @@ def open_sweep(run_dir: str | Path, cfg: SearchConfig, sweep: SweepConfig, ray: 
     with folder.writer("hwnas search (sweep)"):
         folder.prepare("sweep", sweep_record(cfg, sweep, ray), fresh=fresh)
         table = _sweep_table(cfg, sweep)
-        yield shard_specs(cfg.replace(latency_table=table) if table else cfg, sweep)
+        yield shard_specs(with_primary(cfg, table=table) if table else cfg, sweep)
 
 
 def _sweep_table(cfg: SearchConfig, sweep: SweepConfig) -> str | None:
     """The latency table every shard uses, found (and probed) once here by the driver, so that shards never
     probe while others train; None when no shard is hardware-aware."""
     target = next((t for t in sweep.targets if t is not None), None)
-    shard = cfg if cfg.hardware_aware or target is None else cfg.replace(target_ms=target)
+    shard = cfg if cfg.hardware_aware or target is None else with_primary(cfg, budget_ms=target)
     return table_path(shard, get_space(cfg.space, **cfg.space_args))
 
 
@@ -204,12 +212,13 @@ def measure_candidates(run: str | Path, cfg: SearchConfig, cands: list[Candidate
     done: dict[str, Any] = {}
     for n, c in enumerate(todo, 1):
         if c["arch_id"] not in done:
-            done[c["arch_id"]] = measure_for(model, space.build(c["arch"]), space.input_shape)
+            timed = model.space  # the table's geometry (space.latency_space(): proxyless trains small, runs at 224)
+            done[c["arch_id"]] = measure_for(model, timed.build(c["arch"]), timed.input_shape)
         q = done[c["arch_id"]]
         c.update(provenance(model.table, q))
         folder = RunFolder(run).shard(str(c["shard"])).path
         write_candidate(folder, c)
-        fields = ("latency_source", "latency_device", "measured_latency_ms", "measurement")
+        fields = ("latency_source", "latency_device", "latency_precision", "measured_latency_ms", "measurement")
         update_arch(folder, {k: c.get(k) for k in fields})
         if on_shard is not None:
             on_shard(str(c["shard"]), folder)

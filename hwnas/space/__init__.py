@@ -7,8 +7,9 @@ import inspect
 import json
 from typing import Any
 
-from . import mbconv, seed_cnn  # noqa: F401  (registration)
+from . import mbconv, proxyless, seed_cnn  # noqa: F401  (registration)
 from .base import Arch, ArchError, Choice, Continuous, SearchSpace, Unit
+from .named import NAMED_ARCHS, is_named, named_arch
 from .registry import SPACES
 
 
@@ -30,4 +31,4 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-__all__ = ["SPACES", "Arch", "ArchError", "Choice", "Continuous", "SearchSpace", "Unit", "get_space"]
+__all__ = ["NAMED_ARCHS", "SPACES", "Arch", "ArchError", "Choice", "Continuous", "SearchSpace", "Unit", "get_space", "is_named", "named_arch"]

@@ -99,6 +99,9 @@ class SearchSpace:
         description: one line for ``hwnas spaces``.
         args: the factory arguments (``space_args``) that built it, those equal to a default left out; part
             of every arch id, so the same arch of ``mbconv()`` and ``mbconv(widths=...)`` get different ids.
+        latency_args: None when latency tables describe this space as built; else the factory arguments
+            (over ``args``) of the deployment geometry they describe, with the same choices: ``proxyless``
+            trained at 32x32 on 10 classes still predicts latency at 224x224 on 1000 (``latency_space``).
     """
 
     name: str
@@ -110,6 +113,7 @@ class SearchSpace:
     continuous: tuple[Continuous, ...] = ()
     description: str = ""
     args: dict[str, Any] = field(default_factory=dict)  # factory arguments that differ from its defaults
+    latency_args: dict[str, Any] | None = None  # factory arguments of the geometry its latency tables describe
     _by_label: dict[str, Choice] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -240,6 +244,22 @@ class SearchSpace:
         return nn.Sequential(mods)
 
     # ---- latency units -----------------------------------------------------------------------------
+    def latency_space(self) -> SearchSpace:
+        """The space whose latency tables this one's archs are predicted with: itself, or the same choices
+        at the geometry ``latency_args`` gives (the space's training size and class count aside).
+
+        Raises:
+            ValueError: ``latency_args`` build a space with other choices (a factory bug).
+        """
+        if self.latency_args is None:
+            return self
+        from . import get_space
+
+        target = get_space(self.name, **{**self.args, **self.latency_args})
+        if [(c.label, c.values) for c in target.choices] != [(c.label, c.values) for c in self.choices]:
+            raise ValueError(f"space {self.name}: latency_args {self.latency_args} change its choices")
+        return target
+
     def latency_units(self) -> list[Unit]:
         """Units with the labels each depends on: its own, plus those that set its input shape.
 

@@ -260,7 +260,24 @@ class MBBlock(Spec):
         return set(), spatial
 
     def build(self, values, in_shape, hparams):
-        kind = parse_mb(values[self.label])
+        return self.module(values[self.label], in_shape[0])
+
+    def module(self, value: str, cin: int) -> nn.Module:
+        """The plain block for ``value`` (``kK_eE`` or ``skip``) on ``cin`` input channels."""
+        kind = parse_mb(value)
         if kind is None:
             return nn.Identity()
-        return MBConv(in_shape[0], self.out, kind[0], kind[1], self.stride)
+        return MBConv(cin, self.out, kind[0], kind[1], self.stride)
+
+
+@dataclass(frozen=True)
+class FixedMB(MBBlock):
+    """An MBConv block without a choice: always ``op`` (``kK_eE``), e.g. ProxylessNAS's first block."""
+
+    op: str = "k3_e1"
+
+    def labels(self) -> set[str]:
+        return set()
+
+    def build(self, values, in_shape, hparams):
+        return self.module(self.op, in_shape[0])

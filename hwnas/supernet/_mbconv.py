@@ -87,3 +87,19 @@ class ElasticMBBlock(ElasticLayer):
         out["project.0.weight"] = self.project[:, :h]
         out.update(_bn_state(bns[1], "project.1"))
         return out
+
+
+@ELASTIC.register("FixedMB")
+class ElasticFixedMB(ElasticLayer):
+    """A block without a choice (``ops.FixedMB``): the plain block itself, shared by every arch."""
+
+    def __init__(self, spec: ops.FixedMB, space, in_shapes) -> None:
+        super().__init__(spec, space, in_shapes)
+        (shape,) = in_shapes
+        self.block = spec.build({}, shape, {})
+
+    def forward(self, x, ctx):  # (B, cin, H, W) -> (B, out, H/s, W/s)
+        return self.block(x)
+
+    def extract(self, values, in_shape):
+        return dict(self.block.state_dict())

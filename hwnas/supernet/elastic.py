@@ -188,6 +188,6 @@ class ElasticDropout(ElasticLayer):
         return x * (1 - drop) / (1 - p)
 
 
-from ._mbconv import ElasticMBBlock  # noqa: E402  (registers "MBBlock")
+from ._mbconv import ElasticMBBlock  # noqa: E402  (registers "MBBlock" and "FixedMB")
 
 __all__ = ["ELASTIC", "ElasticLayer", "ElasticMBBlock"]
