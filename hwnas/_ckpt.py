@@ -15,7 +15,7 @@ the structure with each container tagged (``{"dict": [[key, value], ...]}``, ``{
 
 Kinds: ``"search"`` (a search's whole state, ``SearchState.state_dict()``, in ``RUN/checkpoint.safetensors``)
 and ``"weights"`` (a plain module state dict written by ``hwnas train --save``; meta: space, space_args,
-arch, hparams).
+arch, hparams, data: the TrainConfig data settings it was trained on, absent in older files).
 """
 
 from __future__ import annotations

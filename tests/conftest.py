@@ -42,46 +42,87 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 TABLED_SPACES = ("seed-cnn", "mbconv")  # the spaces whose shipped tables the tests search and export with
+_HOST_TABLES_ENV = "HWNAS_TEST_HOST_TABLES"  # {space: path} chosen once per test session, inherited by workers
 
 
-def pytest_configure(config) -> None:
-    """On a machine that none of the shipped tables fits now, profile light ones first (``make test`` only).
-
-    Many tests search under a budget with the table found for this machine, as a user would. The shipped
-    tables cover this project's machine kinds, but a table is only taken when its probe passes (within 10%),
-    and these shared VMs drift by 5-12% between hours. So when no table passes (another CPU, or a slow
-    hour), this profiles and calibrates seed-cnn and mbconv with a short protocol into a temporary folder
-    named by ``$HWNAS_LATENCY_TABLES``, which the workers and every CLI process inherit. It runs in the
-    controlling process of ``pytest -n``, before the workers start; a passing probe is remembered in the
-    session's ``$HWNAS_PROBE_CACHE``, so the tests see the same table throughout.
-    """
-    if _WORKER or not getattr(config.option, "numprocesses", None) or os.environ.get("HWNAS_LATENCY_TABLES"):
-        return
+def _find_host_tables(spaces) -> dict[str, str]:
     import warnings
 
     from hwnas.latency import TableWarning, find_table
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TableWarning)
-        missing = [s for s in TABLED_SPACES if find_table(s) is None]
-    if not missing:
+        return {s: str(p) for s in spaces if (p := find_table(s)) is not None}
+
+
+def pytest_configure(config) -> None:
+    """Choose this machine's latency tables once, before any test (profiling light ones when none fits).
+
+    Many tests search under a budget with the table found for this machine, as a user would. The shipped
+    tables cover this project's machine kinds (``amd-epyc-1t`` with AVX-512, ``amd-epyc-avx2-1t`` without;
+    one is 3-4x faster than the other), and a table is only taken when its probe passes (within 10%). So
+    this runs ``find_table`` once in the controlling process and records the choice in
+    ``$HWNAS_TEST_HOST_TABLES`` for the workers; the passing probe is remembered in the session's
+    ``$HWNAS_PROBE_CACHE``, so every CLI process the tests start takes the same table without probing
+    again. When none passes (another CPU, or a slow hour), it profiles and calibrates seed-cnn and mbconv
+    with a short protocol into a temporary folder named by ``$HWNAS_LATENCY_TABLES`` (a few minutes).
+    Tests ask ``host_table(space)`` for the table and ``budget_ms(share)`` for a budget on this machine.
+    """
+    if _WORKER or os.environ.get(_HOST_TABLES_ENV):
         return
-    folder = Path(tempfile.mkdtemp(prefix="hwnas-test-tables-"))
-    print(f"\nhwnas tests: no shipped latency table passes its probe on this machine now for "
-          f"{', '.join(missing)}; profiling light ones into {folder} (a few minutes)", flush=True)
-    light = ["--runs", "40", "--trials", "2", "--warmup-runs", "5", "--warmup-s", "0.05", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HWNAS_LATENCY_TABLES": str(folder)}
-    for space in missing:
-        table = folder / "this-machine-1t" / f"{space}.json"
-        for cmd in (["profile", "--space", space, "--device", "this-machine-1t", "--out", str(table)],
-                    ["latency", "calibrate", "--table", str(table), "--samples", "32"]):
-            subprocess.run([sys.executable, "-m", "hwnas.cli", *cmd, *light], env=env, check=True, cwd=ROOT)
-    os.environ["HWNAS_LATENCY_TABLES"] = str(folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TableWarning)
-        for space in missing:  # probe them now: a pass is remembered for the workers and CLI processes
-            if find_table(space) is None:
+    import json
+
+    chosen = _find_host_tables(TABLED_SPACES)
+    missing = [s for s in TABLED_SPACES if s not in chosen]
+    if missing and not os.environ.get("HWNAS_LATENCY_TABLES"):
+        folder = Path(tempfile.mkdtemp(prefix="hwnas-test-tables-"))
+        print(f"\nhwnas tests: no shipped latency table passes its probe on this machine now for "
+              f"{', '.join(missing)}; profiling light ones into {folder} (a few minutes)", flush=True)
+        light = ["--runs", "40", "--trials", "2", "--warmup-runs", "5", "--warmup-s", "0.05", "--no-progress"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HWNAS_LATENCY_TABLES": str(folder)}
+        for space in missing:
+            table = folder / "this-machine-1t" / f"{space}.json"
+            for cmd in (["profile", "--space", space, "--device", "this-machine-1t", "--out", str(table)],
+                        ["latency", "calibrate", "--table", str(table), "--samples", "32"]):
+                subprocess.run([sys.executable, "-m", "hwnas.cli", *cmd, *light], env=env, check=True, cwd=ROOT)
+        os.environ["HWNAS_LATENCY_TABLES"] = str(folder)
+        chosen.update(_find_host_tables(missing))  # probed now: a pass is remembered for the CLI processes
+        for space in missing:
+            if space not in chosen:  # a light table that cannot even pass its own probe: take it anyway
+                chosen[space] = str(folder / "this-machine-1t" / f"{space}.json")
                 print(f"hwnas tests: the light {space} table failed its probe too; budgeted tests may fail")
+    os.environ[_HOST_TABLES_ENV] = json.dumps(chosen)
+
+
+def host_table(space: str = "seed-cnn") -> Path:
+    """The latency table of ``space`` this test session chose for this machine (see ``pytest_configure``)."""
+    import json
+
+    chosen = json.loads(os.environ.get(_HOST_TABLES_ENV) or "{}")
+    if space not in chosen:
+        chosen.update(_find_host_tables([space]))
+        os.environ[_HOST_TABLES_ENV] = json.dumps(chosen)
+    if space not in chosen:
+        pytest.fail(f"no latency table of {space} fits this machine; measure one with "
+                    f"`hwnas profile --space {space}` (tests/conftest.py profiles seed-cnn and mbconv itself)")
+    return Path(chosen[space])
+
+
+_RANGES: dict[str, tuple[float, float]] = {}
+
+
+def budget_ms(share: float, space: str = "seed-cnn") -> float:
+    """A latency budget ``share`` of the way from the fastest to the slowest arch of ``space`` as this
+    machine's table predicts them (0: the fastest, 1: the slowest), rounded to 0.1 us; tests use it instead
+    of fixed milliseconds, which mean different things on the two machine kinds."""
+    if space not in _RANGES:
+        from hwnas.latency import LatencyModel
+        from hwnas.space import get_space
+
+        model = LatencyModel.load(host_table(space), get_space(space))
+        _RANGES[space] = (model.min_latency()[1], model.max_latency()[1])
+    lo, hi = _RANGES[space]
+    return round(lo + share * (hi - lo), 4)
 
 
 @pytest.fixture(scope="session")

@@ -120,7 +120,9 @@ def test_train_save_writes_weights_and_never_clobbers_other_files(tmp_path, caps
     for _ in range(2):  # the second run replaces the first run's weights file
         assert main([*train, "--save", str(out)]) == 0
     state, meta = load_state(out, kind="weights", what="--weights", fix="")
+    data = meta.pop("data")  # what the weights were trained on: `hwnas export ARCH --weights` checks it
     assert meta == {"space": "seed-cnn", "space_args": {}, "arch": arch, "hparams": {}}
+    assert data["dataset"] == "digits" and data["seed"] == 0 and "input_size" in data
     model = get_space("seed-cnn").build(arch)
     model.load_state_dict(state, strict=True)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())

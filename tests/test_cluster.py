@@ -31,6 +31,7 @@ import ray
 import ray.autoscaler
 import ray.runtime_env
 import yaml
+from conftest import budget_ms
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -482,7 +483,7 @@ def head(tmp_path_factory):
 
 
 TINY = ("--space", "seed-cnn", "--dataset", "digits", "--data-limit", "200", "--epochs", "2",
-        "--warmup-epochs", "1", "--fine-tune-epochs", "1", "--targets", "0.08,0.2", "--seeds", "0",
+        "--warmup-epochs", "1", "--fine-tune-epochs", "1", "--targets", f"{budget_ms(0.4):g},{budget_ms(1.0):g}", "--seeds", "0",
         "--threads", "1")
 
 

@@ -151,7 +151,7 @@ def _cli(env: Env, monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_status_and_a_second_up(env, monkeypatch, capsys):
     state = local_head.read_state(env.state)
     assert state is not None

@@ -3,8 +3,10 @@
 The wheel is built from this checkout and installed into a fresh virtualenv that borrows the test
 environment's installed dependencies (torch, onnxruntime, ...) through a ``.pth`` file, so nothing is
 downloaded; the checkout's own editable hwnas is not visible there (``.pth`` files of a borrowed folder are
-not processed). Commands then run from an empty temporary folder with an empty home (no user tables, no
-probe cache), as on a fresh machine.
+not processed). Commands then run from an empty temporary folder with an empty home (no user tables), as on
+a fresh machine; only the test session's probe cache comes along: the wheel's copy of this machine's
+shipped table has the same bytes as the checkout's, whose probe passed before the tests began (a probe of
+its own while the other test worker trains would fail for contention, not for the table).
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, budget_ms, host_table
 
 pytestmark = pytest.mark.slow
+BUDGET = f"{budget_ms(0.4):g}"  # 40% of the way from the fastest to the slowest arch on this machine
+
+
+def _needs_shipped_host_table() -> None:
+    if not host_table("seed-cnn").is_relative_to(ROOT / "latency_tables"):
+        pytest.skip(f"no shipped seed-cnn table passes its probe on this machine now (the tests use "
+                    f"{host_table('seed-cnn')}), so an installed wheel has none to find")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -54,7 +63,7 @@ def venv(tmp_path_factory, wheel) -> Path:
 
 def _fresh_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HWNAS_LATENCY_TABLES")}
-    return {**env, "HOME": str(tmp / "home"), "HWNAS_PROBE_CACHE": "", "XDG_DATA_HOME": str(tmp / "home" / "data")}
+    return {**env, "HOME": str(tmp / "home"), "XDG_DATA_HOME": str(tmp / "home" / "data")}
 
 
 def test_wheel_carries_tables_configs_license_and_types(wheel):
@@ -70,17 +79,18 @@ def test_wheel_carries_tables_configs_license_and_types(wheel):
 
 
 def test_installed_wheel_searches_under_a_budget_outside_a_checkout(venv, tmp_path):
+    _needs_shipped_host_table()
     env, work = _fresh_env(tmp_path), tmp_path / "work"
     work.mkdir()
     where = _run([str(venv / "bin" / "python"), "-c", "import hwnas; print(hwnas.__file__)"], work, env)
     assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr  # not the checkout's
     hwnas = str(venv / "bin" / "hwnas")
-    proc = _run([hwnas, "search", "--space", "seed-cnn", "--dataset", "digits", "--target-ms", "0.08",
+    proc = _run([hwnas, "search", "--space", "seed-cnn", "--dataset", "digits", "--target-ms", BUDGET,
                  "--epochs", "3", "--warmup-epochs", "1", "--data-limit", "300", "--out", "run", "--no-progress",
                  "--json"], work, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     arch = json.loads((work / "run" / "arch.json").read_text())
-    assert arch["predicted_latency_ms"] <= 0.08
+    assert arch["predicted_latency_ms"] <= float(BUDGET)
     assert Path(arch["latency_table"]).is_relative_to(venv)  # the wheel's own copy of the shipped table
     # the shipped configs by name, from a folder that has no configs/
     listed = _run([hwnas, "configs"], work, env)
@@ -90,6 +100,7 @@ def test_installed_wheel_searches_under_a_budget_outside_a_checkout(venv, tmp_pa
 
 
 def test_profile_outside_a_checkout_writes_to_the_user_folder(venv, tmp_path):
+    _needs_shipped_host_table()
     env, work = _fresh_env(tmp_path), tmp_path / "work"
     work.mkdir()
     proc = _run([str(venv / "bin" / "hwnas"), "profile", "--space", "seed-cnn", "--device", "mine", "--limit", "2",
@@ -101,7 +112,7 @@ def test_profile_outside_a_checkout_writes_to_the_user_folder(venv, tmp_path):
     assert not (work / "latency_tables").exists()
     # an incomplete table is never picked: the search still uses the complete shipped one
     proc = _run([str(venv / "bin" / "hwnas"), "search", "--space", "seed-cnn", "--dataset", "digits", "--target-ms",
-                 "0.08", "--epochs", "2", "--warmup-epochs", "1", "--data-limit", "200", "--out", "run",
+                 BUDGET, "--epochs", "2", "--warmup-epochs", "1", "--data-limit", "200", "--out", "run",
                  "--no-progress"], work, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "incomplete" in proc.stderr  # the skipped table is named, with the command that completes it

@@ -1,4 +1,5 @@
-"""``hwnas export RUN_DIR --out DIR``: ONNX (+ .ort, int8) of a searched arch, checked, timed, with a manifest."""
+"""``hwnas export RUN_DIR|ARCH --out DIR``: ONNX (+ .ort, int8) of a searched arch (or of an arch file / named arch
+with its ``hwnas train --save`` weights), checked, timed, with a manifest."""
 
 from __future__ import annotations
 
@@ -12,15 +13,21 @@ examples:
   hwnas export runs/pareto --arch all --out exports/pareto   every Pareto entry into exports/pareto/<arch_id>/
   hwnas export runs/digits --ort --int8 --out exports/mobile ORT Mobile files (fp32 + int8 QDQ), compared
   hwnas export runs/digits --dynamic-batch --out exports/b   batch axis of x/y left dynamic
+  hwnas train my-arch.json --save w/mine.safetensors         an arch outside a run (any arch file hwnas train
+  hwnas export my-arch.json --weights w/mine.safetensors --out exports/mine
+                                                             takes): train it, then export it with its weights
+  hwnas export proxyless:proxylessnas-mobile --weights w/pm.safetensors --out exports/pm
+                                                             a named arch SPACE:NAME, likewise trained first
 
 The folder holds model.onnx (eval mode, BatchNorm folded, input x (1|batch, C, H, W), output y = logits),
 optionally model.int8.onnx and, with --ort, model.ort (+ model.int8.ort), each with its own
 <stem>.required_operators.config (the .ort style, Fixed or Runtime, is the faster one on the table's
 device when that is this host, else Fixed), README.md (a model card: preprocessing, labels, latency per
 file and device, operators, NNAPI/CoreML readiness, Python/Android/C++ usage), and manifest.json: arch, accuracy
-on the run's test split (through onnxruntime), measured latency (onnxruntime, the latency table's
-protocol) next to the table's prediction, parity error vs torch and its tolerance, opset, versions and
-the sha256 of every file. With a table of another device (--latency-table PHONE) the latency is that
+on the run's test split (through onnxruntime; for an arch outside a run, on the test split of the data
+its --weights were trained on, else digits, with arch_source and data_source saying so), measured
+latency (onnxruntime, the latency table's protocol) next to the table's prediction, parity error vs
+torch and its tolerance, opset, versions and the sha256 of every file. With a table of another device (--latency-table PHONE) the latency is that
 device's prediction (latency_source "predicted"); this host's own timing is kept apart (host_latency_ms)
 and never compared with it. It is written to a temp folder and renamed at the end: a failed export leaves
 nothing behind and keeps a previous export at --out."""
@@ -28,15 +35,20 @@ nothing behind and keeps a previous export at --out."""
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a searched arch to ONNX/ORT/int8 with a checked manifest",
-                       description="Export an arch of a search run as a plain network (ONNX), check it with the "
+                       description="Export an arch of a search run (or an arch file or named arch with its "
+                                   "`hwnas train --save` weights) as a plain network (ONNX), check it with the "
                                    "ONNX checker and against torch, measure its accuracy and latency with "
                                    "onnxruntime, and write a manifest.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR", help="folder of a finished `hwnas search` (arch.json or pareto.json)")
+    p.add_argument("run_dir", metavar="RUN_DIR|ARCH",
+                   help="folder of a finished `hwnas search` (arch.json or pareto.json), or an arch outside a run: "
+                        "an arch JSON file or SPACE:NAME of a named arch (proxyless:proxylessnas-mobile), with "
+                        "--weights")
     p.add_argument("--arch", default="best", metavar="ID|best|all",
                    help="best (default: arch.json, or the most accurate Pareto entry), an arch id, or all")
     p.add_argument("--weights", metavar="CKPT",
-                   help="weights saved by `hwnas train ARCH.json --save CKPT` (default: the run's supernet weights)")
+                   help="weights saved by `hwnas train ARCH.json --save CKPT` (default: the run's supernet weights; "
+                        "required for an arch file or named arch)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--ort", action="store_true",
                    help="also write model.ort (+ model.int8.ort) and their <stem>.required_operators.config")

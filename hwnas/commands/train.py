@@ -16,8 +16,14 @@ examples:
   hwnas train runs/digits/arch.json --save weights/digits.safetensors
                                                             keep the weights (hwnas export --weights)
 
---save writes a safetensors file (tensors + JSON metadata: space, arch, hparams; never a pickle) outside
-any run folder; it replaces only a previous --save file."""
+--save writes a safetensors file (tensors + JSON metadata: space, arch, hparams and the data settings it
+trained on, which `hwnas export ARCH --weights` tests with; never a pickle) outside any run folder; it
+replaces only a previous --save file."""
+
+# the TrainConfig keys that say which data the weights saw (``hwnas.data.data_options`` reads the last ones)
+TRAINED_DATA = ("dataset", "data_root", "data_limit", "seed", "download", "input_size", "normalize_mean",
+                "normalize_std", "augment_crop", "augment_flip")
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="retrain an arch and report its test accuracy",
@@ -73,6 +79,15 @@ def check_save_path(path: str | Path) -> Path:
     return p
 
 
+def data_meta(cfg: TrainConfig) -> dict:
+    """The data settings of ``cfg`` for a weights file's meta (``"data"``); an existing relative data_root is
+    made absolute, so that an export from another folder finds the same images."""
+    data = {k: getattr(cfg, k) for k in TRAINED_DATA}
+    if data["data_root"] and Path(data["data_root"]).exists():
+        data["data_root"] = str(Path(data["data_root"]).resolve())
+    return data
+
+
 def run(args) -> int:
     from .._ckpt import save_state
     from ..run import read_arch
@@ -87,7 +102,7 @@ def run(args) -> int:
     if args.save:
         save_state(check_save_path(args.save), model.state_dict(), kind="weights",
                    meta={"space": space.name, "space_args": rec.space_args, "arch": arch,
-                         "hparams": hparams})
+                         "hparams": hparams, "data": data_meta(cfg)})
     if args.json:
         print_json(result.to_json())
     else:

@@ -26,7 +26,7 @@ from ..errors import HwnasError
 from ..latency.protocol import Protocol
 from ..run import CHECKPOINT, EXPORT_FORMAT, RunFolder, is_export
 from . import _onnx, artefacts, card, int8_target, metadata
-from ._select import Selected, load_module, select
+from ._select import Selected, is_arch_ref, load_module, select, select_arch
 from .timing import latency_entries, ort_choice, time_artefacts
 
 PARITY_TOLERANCE = 1e-4  # max |onnxruntime - torch| on logits, fp32, per unit of logit scale (see _export_one)
@@ -42,10 +42,14 @@ class LatencyGapWarning(UserWarning):
 def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights: str | Path | None = None,
            opset: int = 17, ort: bool = False, int8: bool = False, dynamic_batch: bool = False,
            latency_table: str | Path | None = None, protocol: Protocol | None = None) -> dict[str, Any]:
-    """Export an arch of a search run to ONNX, check it, time it and write ``manifest.json``.
+    """Export an arch of a search run (or an arch file / named arch) to ONNX, check it, time it and write
+    ``manifest.json``.
 
     Args:
-        run_dir: a ``hwnas search --out`` folder (single search: arch.json; sweep: pareto.json + shards/).
+        run_dir: a ``hwnas search --out`` folder (single search: arch.json; sweep: pareto.json + shards/), or
+            an arch outside a run: an arch JSON file or a named arch ``SPACE:NAME`` (``read_arch``), which
+            needs ``weights``; it is tested on the data those weights record (``hwnas train --save``), else
+            digits, and the manifest names it (``arch_source``, ``data_source``).
         out: the export folder (replaced only when the export succeeds; an existing non-export folder is
             refused).
         arch: ``best`` (arch.json, or the most accurate Pareto entry), an arch id, or ``all`` (every Pareto
@@ -77,17 +81,22 @@ def export(run_dir: str | Path, out: str | Path, *, arch: str = "best", weights:
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_export(out))):
         raise HwnasError(f"--out {out} exists and is not an hwnas export (its manifest.json, if any, was not written "
                          "by hwnas export); pick a new folder: --out replaces only a previous hwnas export")
-    sels = select(run_dir, arch)
+    cfg, source = None, {}  # source: where an arch outside a run and its test data came from
+    if is_arch_ref(run_dir):
+        sel, cfg, source = select_arch(run_dir, arch, weights)
+        sels = [sel]
+    else:
+        sels = select(run_dir, arch)
     if weights is not None and len(sels) > 1:
         raise HwnasError("--weights holds one network; use --arch ID (or best) with it, not --arch all")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700; the export folder is an ordinary one
     try:
-        cfg = RunFolder(run_dir).read_config()
+        cfg = RunFolder(run_dir).read_config() if cfg is None else cfg
         data = _Data(sels[0], cfg)
         opts = dict(weights=weights, opset=opset, ort=ort, int8=int8, dynamic_batch=dynamic_batch,
-                    latency_table=latency_table, protocol=protocol,
+                    latency_table=latency_table, protocol=protocol, source=source,
                     int8_table=int8_target.int8_target(cfg, sels[0]) if int8 else None)
         if arch == "all":
             exports = []
@@ -188,7 +197,7 @@ def _foreign_latency(sel: Selected, lat_model: Any, table_path: str | None, devi
 
 
 def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort, int8, dynamic_batch,
-                latency_table, protocol, int8_table=None) -> dict[str, Any]:
+                latency_table, protocol, int8_table=None, source=None) -> dict[str, Any]:
     import onnx
     import onnxruntime
     import torch
@@ -238,6 +247,7 @@ def _export_one(sel: Selected, folder: Path, data: _Data, *, weights, opset, ort
         "accuracy": acc, "accuracy_samples": len(data.y_test),
         "accuracy_kind": f"top-1 accuracy of this file through onnxruntime on the run's test split ({data.dataset})",
         "candidate_accuracy": _candidate_accuracy(sel.entry),
+        **(source or {}),  # an arch outside a run: arch_source, data_source (and its accuracy_kind)
     }
     onnx_files = ["model.onnx"]
     if int8:

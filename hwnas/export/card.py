@@ -167,6 +167,13 @@ def _limitations(m: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _arch_line(m: dict[str, Any]) -> str:
+    if m.get("arch_source"):  # an arch outside a run (an arch file or a named arch)
+        return (f"Arch id `{m['arch_id']}` ({m['arch_source']}); weights: {m['weights']}; test data: "
+                f"{m['data_source']}.")
+    return f"Arch id `{m['arch_id']}`; weights: {m['weights']}."
+
+
 def render(m: dict[str, Any]) -> str:
     """The model card of the export described by manifest ``m`` (Markdown)."""
     arch = "\n".join(f"| `{k}` | `{v}` |" for k, v in m["arch"].items())
@@ -174,6 +181,6 @@ def render(m: dict[str, Any]) -> str:
     head = [f"# hwnas model {m['arch_id']}", "",
             f"Space `{m['space']}`, dataset {m['dataset']}. Files: {files}, `manifest.json` (every number below, "
             "with provenance and sha256 of each file).", "", "## Architecture", "",
-            f"Arch id `{m['arch_id']}`; weights: {m['weights']}.", "", "| choice | value |", "| --- | --- |", arch, ""]
+            _arch_line(m), "", "| choice | value |", "| --- | --- |", arch, ""]
     body = [*head, *_accuracy(m), *_latency(m), *_operators(m), *_preprocess(m), *_usage(m), *_limitations(m)]
     return "\n".join(body)

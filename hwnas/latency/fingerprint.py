@@ -161,7 +161,7 @@ def reference_archs(model: LatencyModel) -> list[tuple[str, Arch]]:
     return [("smallest", lo), ("middle", mid), ("largest", hi)]
 
 
-_PROBED: dict[tuple, ProbeResult] = {}  # probes of this process: (path, mtime, fingerprint, ...) -> result
+_PROBED: dict[tuple, ProbeResult] = {}  # probes of this process: (content hash, fingerprint, ...) -> result
 PROBE_TTL_S = 24 * 3600  # a passing probe on disk is trusted this long (then measured again)
 
 
@@ -200,7 +200,7 @@ def _from_disk(key: tuple) -> ProbeResult | None:
         return None
 
 
-def _to_disk(key: tuple, result: ProbeResult) -> None:
+def _to_disk(key: tuple, result: ProbeResult, path: str | Path) -> None:
     """Remember a passing probe (best effort: an unwritable cache only costs a probe later)."""
     file = probe_cache_file()
     if file is None:
@@ -208,7 +208,7 @@ def _to_disk(key: tuple, result: ProbeResult) -> None:
     cache = _read_cache(file)
     now_s = time.time()
     cache = {k: v for k, v in cache.items() if isinstance(v, dict) and now_s - v.get("saved", 0) <= PROBE_TTL_S}
-    cache[_disk_key(key)] = {"saved": now_s, "table": key[0], "result": result.to_dict()}
+    cache[_disk_key(key)] = {"saved": now_s, "table": str(path), "sha256": key[0], "result": result.to_dict()}
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
@@ -219,15 +219,17 @@ def _to_disk(key: tuple, result: ProbeResult) -> None:
 
 
 def _cache_key(path: str | Path | None, table: LatencyTable, protocol: Protocol, tolerance: float) -> tuple | None:
+    """What a probe's verdict depends on: the table's bytes (not its path, so a copy of a probed table, such
+    as a wheel's or a Ray job's working_dir, is known too; an edited one is not), this host's fingerprint,
+    the probe protocol and the tolerance."""
     if path is None:
         return None
     try:
-        p = Path(path).resolve()
-        mtime = p.stat().st_mtime_ns
+        content = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
     finger = json.dumps(host_fingerprint(protocol), sort_keys=True, default=str)
-    return (str(p), mtime, finger, json.dumps(protocol.to_dict(), sort_keys=True), tolerance)
+    return (content, finger, json.dumps(protocol.to_dict(), sort_keys=True), tolerance)
 
 
 def probe(table: LatencyTable, space: SearchSpace, protocol: Protocol | None = None, *,
@@ -246,7 +248,7 @@ def probe(table: LatencyTable, space: SearchSpace, protocol: Protocol | None = N
         protocol: timing knobs of the probe.
         tolerance: pass when every ``measured / predicted`` is within ``1 +- tolerance`` (an uncalibrated
             table: see ``ProbeResult``).
-        path: the table's file; the probe is remembered per path + mtime + fingerprint + probe protocol
+        path: the table's file; the probe is remembered per table content (its bytes) + fingerprint + probe protocol
             for this process, and a passing one for ``PROBE_TTL_S`` in ``probe_cache_file()`` for every
             process (``fresh`` probes again).
         measure: ``calibrate.measure_archs``-compatible function (tests may pass a fake).
@@ -303,7 +305,7 @@ def probe(table: LatencyTable, space: SearchSpace, protocol: Protocol | None = N
     if key is not None:
         _PROBED[key] = result
         if result.passed:
-            _to_disk(key, result)
+            _to_disk(key, result, path)
     return result
 
 
