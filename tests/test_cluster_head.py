@@ -116,9 +116,24 @@ def env(tmp_path_factory):
         _kill(state.sid)
 
 
+UP = ("cluster", "up", "--num-cpus", "2", "--object-store-mb", "100")
+
+
+def _head(env: Env) -> local_head.HeadState:
+    """The head of ``env``, started here when no earlier test left one running: the tests of this module share
+    one head but do not depend on the order they run in (pytest-xdist may run them in another)."""
+    if local_head.read_state(env.state) is None:
+        _ok(env.hwnas(*UP))
+    state = local_head.read_state(env.state)
+    assert state is not None, f"`hwnas {' '.join(UP)}` wrote no state file at {env.state}"
+    return state
+
+
 @pytest.mark.timeout(150)
 def test_up_starts_a_private_loopback_head_and_records_it(env):
-    out = _ok(env.hwnas("cluster", "up", "--num-cpus", "2", "--object-store-mb", "100"))
+    if local_head.read_state(env.state) is not None:  # another test of the module started it: a fresh one
+        _ok(env.hwnas("cluster", "down", timeout=60))
+    out = _ok(env.hwnas(*UP))
     assert "started the hwnas cluster on 127.0.0.1:" in out, out
     assert stat.S_IMODE(env.state.stat().st_mode) == 0o600
     data = json.loads(env.state.read_text())
@@ -153,8 +168,7 @@ def _cli(env: Env, monkeypatch, capsys, *args: str) -> tuple[int, str]:
 
 @pytest.mark.timeout(180)
 def test_status_and_a_second_up(env, monkeypatch, capsys):
-    state = local_head.read_state(env.state)
-    assert state is not None
+    state = _head(env)
     code, out = _cli(env, monkeypatch, capsys, "cluster", "status")
     assert code == 0 and f"hwnas cluster on {state.address}: 2 CPU, 0 GPU" in out and "worker processes:" in out, out
     before = env.state.read_text()
@@ -165,8 +179,7 @@ def test_status_and_a_second_up(env, monkeypatch, capsys):
 
 @pytest.mark.timeout(180)
 def test_a_sweep_joins_the_head_and_leaves_it_running(env, tmp_path):
-    state = local_head.read_state(env.state)
-    assert state is not None
+    state = _head(env)
     r = env.hwnas(*SWEEP, "--out", str(tmp_path / "run"))
     out = _ok(r)
     assert re.search(rf"Ray [\d.]+, joined the hwnas cluster on {re.escape(state.address)} \(hwnas cluster up\)",
@@ -178,8 +191,7 @@ def test_a_sweep_joins_the_head_and_leaves_it_running(env, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_ray_address_local_starts_a_private_cluster_and_auto_joins_the_head(env):
-    state = local_head.read_state(env.state)
-    assert state is not None
+    state = _head(env)
     r = env.session("local")
     assert "local cluster on 127.0.0.1" in _ok(r) and "joined" not in r.stdout, r.stdout
     assert "hwnas cluster up" not in r.stderr  # asked for a private cluster: no hint
@@ -190,8 +202,8 @@ def test_ray_address_local_starts_a_private_cluster_and_auto_joins_the_head(env)
 
 @pytest.mark.timeout(90)
 def test_down_stops_the_heads_processes_and_removes_the_record(env, monkeypatch, capsys):
-    state = local_head.read_state(env.state)
-    assert state is not None and local_head.head_pids(state)
+    state = _head(env)
+    assert local_head.head_pids(state)
     code, out = _cli(env, monkeypatch, capsys, "cluster", "down")
     assert code == 0 and f"stopped the hwnas cluster on {state.address}" in out, out
     assert not env.state.exists()
