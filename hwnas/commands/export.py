@@ -13,11 +13,11 @@ examples:
   hwnas export runs/pareto --arch all --out exports/pareto   every Pareto entry into exports/pareto/<arch_id>/
   hwnas export runs/digits --ort --int8 --out exports/mobile ORT Mobile files (fp32 + int8 QDQ), compared
   hwnas export runs/digits --dynamic-batch --out exports/b   batch axis of x/y left dynamic
-  hwnas train my-arch.json --save w/mine.safetensors         an arch outside a run (any arch file hwnas train
-  hwnas export my-arch.json --weights w/mine.safetensors --out exports/mine
-                                                             takes): train it, then export it with its weights
-  hwnas export proxyless:proxylessnas-mobile --weights w/pm.safetensors --out exports/pm
-                                                             a named arch SPACE:NAME, likewise trained first
+  an arch outside a run (any arch file `hwnas train` takes, or a named arch SPACE:NAME): train it, then
+  export it with its weights:
+    hwnas train my-arch.json --save w/mine.safetensors
+    hwnas export my-arch.json --weights w/mine.safetensors --out exports/mine
+    hwnas export proxyless:proxylessnas-mobile --weights w/pm.safetensors --out exports/pm
 
 The folder holds model.onnx (eval mode, BatchNorm folded, input x (1|batch, C, H, W), output y = logits),
 optionally model.int8.onnx and, with --ort, model.ort (+ model.int8.ort), each with its own
@@ -27,8 +27,8 @@ file and device, operators, NNAPI/CoreML readiness, Python/Android/C++ usage), a
 on the run's test split (through onnxruntime; for an arch outside a run, on the test split of the data
 its --weights were trained on, else digits, with arch_source and data_source saying so), measured
 latency (onnxruntime, the latency table's protocol) next to the table's prediction, parity error vs
-torch and its tolerance, opset, versions and the sha256 of every file. With a table of another device (--latency-table PHONE) the latency is that
-device's prediction (latency_source "predicted"); this host's own timing is kept apart (host_latency_ms)
+torch and its tolerance, opset, versions and the sha256 of every file. With a table of another device
+(--latency-table PHONE) the latency is that device's prediction (latency_source "predicted"); this host's own timing is kept apart (host_latency_ms)
 and never compared with it. It is written to a temp folder and renamed at the end: a failed export leaves
 nothing behind and keeps a previous export at --out."""
 
