@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED = 0
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast durations bench lint clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,13 @@ demo: setup
 test: setup
 	$(BIN)/pytest -q -n 2 --dist loadgroup
 
+# The quick tier: no Ray cluster, and nothing slow: marked `slow`, or recorded slow in tests/durations.json
+# (a call, or a fixture's setup, over 1.5 s; tests/_durations.py). `make durations` records a full run.
 test-fast: setup
 	$(BIN)/pytest -q -n 2 -m "not slow and not ray"
+
+durations: setup
+	$(BIN)/pytest -q -n 2 --dist loadgroup --record-durations
 
 bench: setup
 	$(BIN)/python benchmarks/supernet_step.py

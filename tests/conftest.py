@@ -8,8 +8,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _durations
 import _toy  # noqa: F401  (registers the toy space with a known optimum)
 import pytest
+
+# the fast tier's cut from recorded durations (tests/_durations.py): its hooks, registered through this conftest
+pytest_addoption = _durations.pytest_addoption
+pytest_fixture_setup = _durations.pytest_fixture_setup
+pytest_runtest_call = _durations.pytest_runtest_call
 
 ROOT = Path(__file__).resolve().parents[1]
 # probes of latency tables are remembered per test session, not in the user's ~/.cache (subprocesses inherit it)
@@ -35,7 +41,9 @@ RAY_TMPDIR = os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="hwr", 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests that start a Ray cluster run one after another on one worker under ``pytest -n 2 --dist
     loadgroup`` (``make test``): two clusters at once would contend for Ray's fixed ports; the other tests
-    are shared between the workers."""
+    are shared between the workers. Tests that ``tests/durations.json`` shows slow get the ``slow`` mark
+    (``_durations.py``), so that ``make test-fast`` leaves them out."""
+    _durations.mark_recorded_slow(items)
     for item in items:
         if item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.xdist_group("ray"))
@@ -68,6 +76,8 @@ def pytest_configure(config) -> None:
     with a short protocol into a temporary folder named by ``$HWNAS_LATENCY_TABLES`` (a few minutes).
     Tests ask ``host_table(space)`` for the table and ``budget_ms(share)`` for a budget on this machine.
     """
+    if not _WORKER and not os.environ.get(_QUIET_ENV):
+        os.environ[_QUIET_ENV] = str(Path(tempfile.mkdtemp(prefix="hwnas-quiet-")) / "quiet.lock")
     if _WORKER or os.environ.get(_HOST_TABLES_ENV):
         return
     import json
@@ -163,8 +173,37 @@ def _ray_marked(request):
                          "@pytest.mark.ray; mark it so that the fast tier leaves it out")
 
 
+_QUIET_ENV = "HWNAS_TEST_QUIET_LOCK"  # the lock file every xdist worker of this session shares
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test marked ``timing`` asserts on wall-clock latency (a table's probe, a quiet measurement), so it
+    runs while the other ``make test`` worker runs nothing: every test holds a shared lock around its setup,
+    call and teardown, a timing test an exclusive one. The turnstile (``.gate``) keeps a waiting timing test
+    from being overtaken by the other worker's next tests. Without xdist nothing waits."""
+    import fcntl
+
+    path = os.environ.get(_QUIET_ENV)
+    if not path:
+        yield
+        return
+    timing = item.get_closest_marker("timing") is not None
+    with open(path + ".gate", "a+") as gate, open(path, "a+") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if timing else fcntl.LOCK_SH)
+        if not timing:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus) -> None:
+    _durations.pytest_sessionfinish(session)
     session.config._hwnas_exitstatus = int(exitstatus)
 
 

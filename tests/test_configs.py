@@ -41,6 +41,7 @@ def test_cifar10_config_asks_each_shard_for_a_gpu_on_an_autoscaling_cluster():
     assert all(s.cfg.subspace for s in shard_specs(cfg, sweep)), "shards_per_target 2 gives sub-spaces"
 
 
+@pytest.mark.timing
 def test_profile_if_missing_keeps_a_matching_table():
     if find_table("seed-cnn") is None:
         pytest.skip("no shipped seed-cnn table matches this machine's CPU (the demo would profile it)")

@@ -183,6 +183,7 @@ def test_probe_tolerance_and_retries_keeping_the_fastest_time(monkeypatch):
     assert not probe(table, space, measure=fake([[1.0, 0.65, 1.0]] * 2, table=table)).passed
 
 
+@pytest.mark.timing
 def test_the_shipped_table_is_chosen_on_this_machine(recwarn):
     needs_shipped_host()
     # 20%, not find_table's 10%: the shared VMs of one machine kind differ by 5-12% (README, Development)
@@ -226,6 +227,7 @@ def test_a_passing_probe_is_remembered_across_processes_until_the_table_changes(
     assert calls == [3, 3, 3]
 
 
+@pytest.mark.timing
 def test_a_table_scaled_2x_fails_the_probe_and_is_not_chosen(tmp_path, probe_cache):
     table = as_this_host(read_table(SHIPPED))
     table.entries = {k: type(e)(2 * e.median_ms, e.spread) for k, e in table.entries.items()}

@@ -89,6 +89,7 @@ def _idlest_core_busy_share(window_s: float = 1.0) -> float:
     return min((b[c][0] - a[c][0]) / max(b[c][1] - a[c][1], 1) for c in os.sched_getaffinity(0) if c in a and c in b)
 
 
+@pytest.mark.timing
 def test_a_quiet_measurement_is_not_flagged():
     end = time.monotonic() + 30  # other tenants of this VM come and go: wait for a quiet spell
     while True:

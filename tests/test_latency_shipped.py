@@ -36,6 +36,7 @@ def test_every_shipped_space_has_a_complete_calibrated_table(name):
         assert 0 < fastest <= model.max_latency()[1]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("name", SHIPPED)
 def test_find_table_returns_a_shipped_table_on_a_matching_machine(name):
     with warnings.catch_warnings():

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
@@ -44,6 +43,8 @@ def check_file(path: Path) -> dict:
     Raises:
         HwnasError: the file fails the checker or shape inference.
     """
+    import onnx  # here, not at the top: 1.8 s of start-up that only an export needs (`hwnas --help` pays none)
+
     try:
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
